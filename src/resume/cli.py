@@ -1,0 +1,256 @@
+"""The `resume` command line: one subcommand per stage, `resume run` for the whole loop.
+
+    resume data validate data/cranfield
+    resume evaluate --config configs/demo.yaml --data data/cranfield --split test --retriever all-minilm-l6-v2 --out runs/base
+    resume run --config configs/demo.yaml --out runs/demo
+
+User errors (bad config, malformed data, unknown model) print one line `error: ...` and exit with 2.
+Heavy libraries are imported inside the handlers, so `resume --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from resume.errors import ResumeError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _config(args: argparse.Namespace):
+    from resume.config import load_config
+
+    return load_config(getattr(args, "config", None), getattr(args, "set", None))
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", help="YAML config (configs/tiny.yaml, demo.yaml, paper.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set grpo.max_steps=2 (repeatable)")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+
+def _cmd_data_validate(args: argparse.Namespace) -> int:
+    from resume.data import validate_dataset
+
+    report = validate_dataset(args.dir)
+    print(json.dumps(report, indent=2) if args.json else report.pop("_text", json.dumps(report, indent=2)))
+    return 0
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from resume.data import dataset_stats
+
+    print(json.dumps(dataset_stats(args.dir, tokenizer=args.tokenizer), indent=2))
+    return 0
+
+
+def _cmd_data_convert_cranfield(args: argparse.Namespace) -> int:
+    from resume.data import convert_cranfield
+
+    print(json.dumps(convert_cranfield(args.raw, args.out, seed=args.seed), indent=2))
+    return 0
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from resume.data import load_hf_dataset
+
+    out = load_hf_dataset(args.name, args.out, split=args.split)
+    print(out)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- stages
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    from resume.evaluate import compute_metrics, read_qrels_any, read_trec_run
+
+    metrics = compute_metrics(read_qrels_any(args.qrels), read_trec_run(args.run))
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from resume.evaluate import evaluate_retrieval
+    metrics = evaluate_retrieval(cfg, data_dir=args.data or cfg.data.path, split=args.split,
+                                 retriever=args.retriever or cfg.retriever.model, texts=args.texts,
+                                 out_dir=args.out)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _cmd_retriever_finetune(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from resume.retriever import finetune_retriever
+    out = finetune_retriever(cfg, data_dir=args.data or cfg.data.path, split=args.split or cfg.data.train_split,
+                             init_model=args.retriever or cfg.retriever.model, texts=args.texts,
+                             out_dir=args.out)
+    print(out)
+    return 0
+
+
+def _cmd_summarize(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from resume.summarizer import summarize_corpus
+    stats = summarize_corpus(cfg, data_dir=args.data or cfg.data.path,
+                             model=args.summarizer or cfg.summarizer.model,
+                             retriever=args.retriever or cfg.retriever.model, out_path=args.out)
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def _cmd_grpo_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from resume.grpo import grpo_train
+    out = grpo_train(cfg, data_dir=args.data or cfg.data.path, summarizer=args.summarizer or cfg.summarizer.model,
+                     retriever=args.retriever or cfg.retriever.model, out_dir=args.out)
+    print(out)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from resume.loop import run_loop
+    if args.systems:
+        cfg.loop.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        cfg.loop.__post_init__()
+    if args.ablations is not None:
+        cfg.loop.ablations = [s.strip() for s in args.ablations.split(",") if s.strip()]
+        cfg.loop.__post_init__()
+    result = run_loop(cfg, out_dir=args.out)
+    print(f"report: {result['report']}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return _cmd_run(args)
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from resume.tracking import register_models
+    print(json.dumps(register_models(cfg, run_dir=args.run_dir), indent=2))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from resume.serving import serve
+
+    serve(args.kind, model=args.model, http_port=args.http_port, grpc_port=args.grpc_port, name=args.name,
+          summarizer=args.summarizer)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="resume", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="validate, describe and convert datasets (BEIR layout)")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("validate", help="check a BEIR-layout directory and print counts")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_cmd_data_validate)
+    p = dsub.add_parser("stats", help="counts per split and length percentiles in tokens")
+    p.add_argument("dir")
+    p.add_argument("--tokenizer", default="all-minilm-l6-v2", help="model name whose tokenizer counts tokens")
+    p.set_defaults(func=_cmd_data_stats)
+    p = dsub.add_parser("convert-cranfield", help="convert the raw SMART Cranfield files to BEIR layout")
+    p.add_argument("raw", help="folder with cran.all.1400, cran.qry, cranqrel")
+    p.add_argument("out")
+    p.add_argument("--seed", type=int, default=13)
+    p.set_defaults(func=_cmd_data_convert_cranfield)
+    p = dsub.add_parser("download", help="load a hub dataset through `datasets` and write it in BEIR layout")
+    p.add_argument("name", help="e.g. BeIR/scifact, BeIR/nfcorpus, msmarco, or a `datasets` save_to_disk dir")
+    p.add_argument("out")
+    p.add_argument("--split", default="test")
+    p.set_defaults(func=_cmd_data_download)
+
+    p = sub.add_parser("metrics", help="MRR@10, NDCG@10, R@100, R@1000 of a TREC run (trec_eval semantics)")
+    p.add_argument("--qrels", required=True, help="qrels: BEIR tsv (with header) or TREC 4-column")
+    p.add_argument("--run", required=True, help="TREC run file")
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("evaluate", help="index texts with FAISS, search a split, write run.trec + metrics.json")
+    _add_config(p)
+    p.add_argument("--data", help="BEIR-layout directory (default: data.path)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--retriever", help="retriever model (default: retriever.model)")
+    p.add_argument("--texts", help="summaries.jsonl to index instead of the full documents")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("retriever-finetune", help="contrastive fine-tuning (InfoNCE, DDP under torchrun)")
+    _add_config(p)
+    p.add_argument("--data")
+    p.add_argument("--split")
+    p.add_argument("--retriever", help="initial retriever g_{t-1}")
+    p.add_argument("--texts", help="summaries.jsonl (default: full documents)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_retriever_finetune)
+
+    p = sub.add_parser("summarize", help="summarise a corpus (greedy, batched, cached, resumable)")
+    _add_config(p)
+    p.add_argument("--data")
+    p.add_argument("--summarizer", help="summarizer model (default: summarizer.model)")
+    p.add_argument("--retriever", help="model whose tokenizer counts summary tokens")
+    p.add_argument("--out", required=True, help="summaries.jsonl")
+    p.set_defaults(func=_cmd_summarize)
+
+    p = sub.add_parser("grpo-train", help="GRPO training of the summarizer with the retriever as reward model")
+    _add_config(p)
+    p.add_argument("--data")
+    p.add_argument("--summarizer")
+    p.add_argument("--retriever")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_grpo_train)
+
+    for name, func, help_ in (("run", _cmd_run, "run Algorithm 1 with baselines, ablations, tracking, report"),
+                              ("demo", _cmd_demo, "the embedded default: `resume run` on the demo config")):
+        p = sub.add_parser(name, help=help_)
+        _add_config(p)
+        p.add_argument("--out", required=True, help="run directory")
+        p.add_argument("--systems", help="comma-separated systems (default: loop.systems)")
+        p.add_argument("--ablations", help="comma-separated ablations (default: loop.ablations)")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("register", help="register the run's summarizer and retriever in the MLflow registry")
+    _add_config(p)
+    p.add_argument("--run-dir", required=True)
+    p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("serve", help="serve the retriever or the summarizer with KServe")
+    p.add_argument("kind", choices=["retriever", "summarizer"])
+    p.add_argument("--model", required=True, help="run dir, model dir, or models:/resume-retriever@champion")
+    p.add_argument("--name", help="model name in the URL (default: resume-<kind>)")
+    p.add_argument("--summarizer", help="retriever only: summarizer used to add new documents")
+    p.add_argument("--http-port", type=int, default=8080)
+    p.add_argument("--grpc-port", type=int, default=8081)
+    p.set_defaults(func=_cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ResumeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

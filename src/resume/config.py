@@ -1,0 +1,463 @@
+"""Configuration: one dataclass per stage plus the loop's, loaded from YAML.
+
+    from resume.config import load_config
+    cfg = load_config("configs/demo.yaml", overrides=["grpo.max_steps=2"])
+
+Every field is typed; `from_dict` checks types, `Literal` choices and unknown keys, and each stage
+config checks its cross-field rules in `__post_init__`. Errors are `ConfigError`s whose message names
+the key, the bad value and what is allowed, e.g.
+
+    configs/x.yaml: grpo.learnig_rate: unknown key; valid keys: beta, learning_rate, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from resume.errors import ConfigError
+
+SYSTEMS = ("baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control")
+ABLATIONS = ("no_retrieval_adaptation", "no_negative_queries", "continuous_reward")
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: invalid value {value!r}; expected {allowed}")
+
+
+@dataclass
+class DataConfig:
+    """Which collection to use and which part of it.
+
+    Source:
+        path: a BEIR-layout directory (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`) or
+            `hf:<dataset name>` for a hub dataset (BEIR names, `msmarco`), loaded through `datasets`.
+        train_split / dev_split / test_split: qrels split names for GRPO + retriever adaptation, early
+            stopping, and the final table.
+    Working set (CPU budgets; `None` = everything):
+        max_train_queries / max_eval_queries: use at most this many queries per split (seeded sample).
+        distractors: keep every document judged for the chosen queries plus this many sampled others;
+            `None` keeps the whole corpus.
+        seed: seed of the samples above.
+    """
+
+    path: str = "data/cranfield"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_split: str = "test"
+    max_train_queries: int | None = None
+    max_eval_queries: int | None = None
+    distractors: int | None = None
+    seed: int = 13
+
+    def __post_init__(self):
+        for k in ("max_train_queries", "max_eval_queries", "distractors"):
+            v = getattr(self, k)
+            _check(v is None or v >= 0, f"data.{k}", v, "a non-negative integer or null")
+
+
+@dataclass
+class RetrieverConfig:
+    """The dense retriever g: encoder, pooling and encoding settings.
+
+    model: hub id (`facebook/contriever`), local dir, or packaged short name (`all-minilm-l6-v2`,
+        `tiny-encoder`); see `resume.models`.
+    pooling: `mean` (Contriever, MiniLM) or `cls`.
+    normalize: L2-normalise embeddings (then inner product = cosine).
+    max_length: truncation length in tokens for queries and documents.
+    query_prefix / doc_prefix: strings prepended before encoding (e5-style models need them).
+    batch_size: encoding batch size.
+    dtype: `auto` = bf16 on GPU, fp32 on CPU.
+    """
+
+    model: str = "all-minilm-l6-v2"
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    max_length: int = 256
+    query_prefix: str = ""
+    doc_prefix: str = ""
+    batch_size: int = 64
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+    def __post_init__(self):
+        _check(self.max_length > 0, "retriever.max_length", self.max_length, "a positive integer")
+        _check(self.batch_size > 0, "retriever.batch_size", self.batch_size, "a positive integer")
+
+
+@dataclass
+class SummarizerConfig:
+    """The summarizer f and corpus summarisation (summarize-corpus).
+
+    Model:
+        model: hub id (`Qwen/Qwen3-4B-Thinking-2507`), local dir, or packaged short name
+            (`smollm2-135m-instruct`, `tiny-causal-lm`).
+        thinking: `auto` detects a template that prefills `<think>`; `true`/`false` force it.
+    Prompt:
+        separator: the tag that ends the reasoning; the summary is the text after its last occurrence.
+        prompt: user-message template with `{document}`; `{min_tokens}`/`{max_tokens}` are filled
+            from the reward config.
+        max_doc_tokens: documents are truncated to this many summarizer tokens inside the prompt.
+    Generation (greedy for corpus summaries, as in the paper):
+        max_new_tokens, batch_size, dtype, backend (`hf`, or `vllm` where installed).
+        fallback: what the index gets when a completion has no separator: `completion` (the whole
+            completion, stripped of `<think>` tags) or `document` (the document text, truncated).
+    """
+
+    model: str = "smollm2-135m-instruct"
+    thinking: Literal["auto", True, False] = "auto"
+    separator: str = "</think>"
+    prompt: str = (
+        "Write a retrieval-oriented summary of the document below. First think briefly about the "
+        "topics, terms and questions a searcher would use to find it, then write {separator}, then "
+        "the summary: {min_tokens} to {max_tokens} tokens, dense with the document's key terms.\n\n"
+        "Document:\n{document}"
+    )
+    max_doc_tokens: int = 512
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    backend: Literal["hf", "vllm"] = "hf"
+    fallback: Literal["completion", "document"] = "completion"
+
+    def __post_init__(self):
+        _check(bool(self.separator.strip()), "summarizer.separator", self.separator, "a non-empty tag")
+        _check("{document}" in self.prompt, "summarizer.prompt", self.prompt[:40] + "...",
+               "a template containing {document}")
+        for k in ("max_doc_tokens", "max_new_tokens", "batch_size"):
+            _check(getattr(self, k) > 0, f"summarizer.{k}", getattr(self, k), "a positive integer")
+
+
+@dataclass
+class RewardConfig:
+    """The reward of DESIGN §1.1 (StructureReward + r_phi).
+
+    Structure (token counts under the retriever's tokenizer, no special tokens):
+        min_tokens..max_tokens -> in_range (1.0); max_tokens < n <= over_limit -> slightly_over (0.9);
+        n < min_tokens -> under (0.3); n > over_limit -> far_over (0.0, our choice: a summary past
+        the limit bloats the index and is truncated by the retriever anyway, so it earns less than
+        a short one); missing separator -> missing_separator (-1.0, and r_phi = -1 too).
+    Retrieval:
+        discrete: map Delta through the paper's bins; `false` = the "w/o discrete reward" ablation.
+        use_negatives / num_negatives: negative queries sampled uniformly from the training queries
+            minus the document's positives (seeded); `use_negatives: false` = "w/o negative queries".
+        clamp_negative: clamp cosine similarities at 0 before RetScore (a zero denominator gives 0).
+    """
+
+    min_tokens: int = 64
+    max_tokens: int = 128
+    over_limit: int = 160
+    in_range: float = 1.0
+    slightly_over: float = 0.9
+    under: float = 0.3
+    far_over: float = 0.0
+    missing_separator: float = -1.0
+    discrete: bool = True
+    use_negatives: bool = True
+    num_negatives: int = 8
+    clamp_negative: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        _check(0 < self.min_tokens <= self.max_tokens <= self.over_limit, "reward.min_tokens/max_tokens/over_limit",
+               (self.min_tokens, self.max_tokens, self.over_limit), "0 < min_tokens <= max_tokens <= over_limit")
+        _check(self.num_negatives >= 0, "reward.num_negatives", self.num_negatives, "a non-negative integer")
+
+
+@dataclass
+class GRPOConfig:
+    """GRPO training of the summarizer with TRL's `GRPOTrainer` (grpo-train).
+
+    Optimisation (paper: batch 128, 200 steps, lr 3e-7, beta 0.5):
+        learning_rate, max_steps, beta (TRL's KL coefficient), loss_type (`grpo` as in the paper).
+        per_device_train_batch_size x gradient_accumulation_steps x world size = completions per
+        optimiser step; num_generations completions per prompt (the group), so prompts per step =
+        that product / num_generations. The paper's "batch 128" = 128 completions per step.
+    Generation during training: max_completion_length, temperature, top_p.
+    Data: max_train_docs caps the GRPO prompt set (seeded sample), `None` = every training document
+        with at least one positive query.
+    Launch: launcher `local` (TRL/accelerate in-process) or `ray` (Ray Train TorchTrainer);
+        ray_address `None`/`local` starts Ray on this machine, or `ray://head:10001` / `auto`;
+        num_workers Ray workers; use_gpu.
+    """
+
+    learning_rate: float = 3e-7
+    max_steps: int = 200
+    beta: float = 0.5
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
+    per_device_train_batch_size: int = 8
+    gradient_accumulation_steps: int = 16
+    num_generations: int = 8
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_train_docs: int | None = None
+    logging_steps: int = 1
+    save_steps: int = 50
+    gradient_checkpointing: bool = False
+    launcher: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    num_workers: int = 1
+    use_gpu: bool = False
+    seed: int = 42
+
+    def __post_init__(self):
+        _check(self.learning_rate > 0, "grpo.learning_rate", self.learning_rate, "a positive float")
+        _check(self.max_steps > 0, "grpo.max_steps", self.max_steps, "a positive integer")
+        _check(self.beta >= 0, "grpo.beta", self.beta, "a non-negative float")
+        _check(self.num_generations >= 2, "grpo.num_generations", self.num_generations,
+               "an integer >= 2 (GRPO needs a group to compute advantages)")
+        gen_batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+        if gen_batch % self.num_generations:
+            raise ConfigError(
+                f"grpo: per_device_train_batch_size x gradient_accumulation_steps ({gen_batch}) must be "
+                f"divisible by num_generations ({self.num_generations})"
+            )
+        _check(self.num_workers >= 1, "grpo.num_workers", self.num_workers, "a positive integer")
+
+
+@dataclass
+class FinetuneConfig:
+    """Contrastive adaptation of the retriever on (query, summary of a relevant document) pairs.
+
+    InfoNCE with in-batch negatives gathered across DDP ranks, cosine / temperature.
+        learning_rate (AdamW, paper 1e-5), weight_decay, warmup_ratio, epochs or max_steps,
+        batch_size (per rank), temperature (Contriever-style 0.05), hard_negatives (per query,
+        mined with the current retriever; 0 = none, as in the paper).
+    Distributed: nproc processes under `torchrun` (gloo on CPU, NCCL on GPU); 1 runs in-process.
+    Crash safety: a checkpoint every checkpoint_steps; a rerun resumes from the last one.
+    """
+
+    learning_rate: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 32
+    temperature: float = 0.05
+    hard_negatives: int = 0
+    nproc: int = 1
+    checkpoint_steps: int = 50
+    seed: int = 42
+
+    def __post_init__(self):
+        _check(self.learning_rate > 0, "finetune.learning_rate", self.learning_rate, "a positive float")
+        _check(self.temperature > 0, "finetune.temperature", self.temperature, "a positive float")
+        _check(self.batch_size >= 2, "finetune.batch_size", self.batch_size,
+               "an integer >= 2 (in-batch negatives need a batch)")
+        _check(self.nproc >= 1, "finetune.nproc", self.nproc, "a positive integer")
+        _check(self.max_steps is None or self.max_steps > 0, "finetune.max_steps", self.max_steps,
+               "a positive integer or null")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: FAISS search and trec_eval metrics (MRR@10, NDCG@10, R@100, R@1000).
+
+    index: `flat` (exact inner product, default), `ivf` or `hnsw` (approximate, for millions).
+    k: depth of the run file. nlist / nprobe (IVF), hnsw_m / ef_search (HNSW). gpu: use GPU FAISS
+    when present (`auto`).
+    """
+
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    k: int = 1000
+    nlist: int = 1024
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_search: int = 128
+    gpu: Literal["auto", True, False] = "auto"
+
+    def __post_init__(self):
+        _check(self.k >= 10, "evaluate.k", self.k, "an integer >= 10 (MRR@10 needs the top 10)")
+
+
+@dataclass
+class LoopConfig:
+    """Algorithm 1 and the systems compared.
+
+    max_iterations (paper: at most 10); stop early when the mean GRPO reward improves by less than
+    eps_reward or the dev-split MRR@10 by less than eps_metric (set either to null to disable it).
+    systems: any of baseline, fixed_summary, non_iterative, iterative, full_doc_control.
+    ablations: any of no_retrieval_adaptation, no_negative_queries, continuous_reward.
+    """
+
+    max_iterations: int = 10
+    eps_reward: float | None = 0.01
+    eps_metric: float | None = 0.005
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
+    ablations: list[str] = field(default_factory=list)
+    seed: int = 42
+
+    def __post_init__(self):
+        _check(1 <= self.max_iterations <= 100, "loop.max_iterations", self.max_iterations, "an integer in 1..100")
+        for s in self.systems:
+            _check(s in SYSTEMS, "loop.systems", s, f"one of {', '.join(SYSTEMS)}")
+        for a in self.ablations:
+            _check(a in ABLATIONS, "loop.ablations", a, f"one of {', '.join(ABLATIONS)}")
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking and registry.
+
+    tracking_uri: `None` = `$MLFLOW_TRACKING_URI`, else a sqlite file in the run directory.
+    experiment: experiment name. register: register the final models at the end of `resume run`.
+    summarizer_name / retriever_name: registered model names; alias: the alias put on the best.
+    """
+
+    tracking_uri: str | None = None
+    experiment: str = "resume"
+    register: bool = True
+    summarizer_name: str = "resume-summarizer"
+    retriever_name: str = "resume-retriever"
+    alias: str = "champion"
+
+
+@dataclass
+class ResumeConfig:
+    """The whole run: one section per stage."""
+
+    name: str = "resume"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# YAML / dict loading with typed validation
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Return (ok, coerced value) for `value` against the annotation `tp`."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        return value in get_args(tp), value
+    if origin in (typing.Union, types.UnionType):
+        for arg in get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list):
+            return False, value
+        out = []
+        for item in value:
+            ok, v = _type_ok(item, item_tp)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, out
+    return True, value
+
+
+def _describe(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is list:
+        return f"a list of {_describe(get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys and wrongly typed values."""
+    data = data or {}
+    where = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown key; valid keys: {', '.join(sorted(names))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            raise ConfigError(f"{prefix}{key}: invalid value {value!r}; expected {_describe(tp)}")
+        kwargs[key] = coerced
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(prefix) or not prefix else f"{e}") from None
+
+
+def _apply_override(data: dict[str, Any], override: str) -> None:
+    import yaml
+
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. grpo.max_steps=2")
+    key, raw = override.split("=", 1)
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {p} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ResumeConfig:
+    """Load a YAML config (or the defaults when `path` is None) and apply `a.b=value` overrides."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}".replace("\n", " ")) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    for o in overrides or []:
+        _apply_override(data, o)
+    try:
+        return from_dict(ResumeConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+def dump_config(cfg: ResumeConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    import yaml
+
+    from resume.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,91 @@
+"""Config loading: presets load, typos and bad values fail with messages naming key, value and options."""
+
+from __future__ import annotations
+
+import pytest
+
+from resume.cli import main
+from resume.config import SYSTEMS, ResumeConfig, dump_config, load_config
+from resume.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo", "paper"])
+def test_presets_load(repo_root, name):
+    cfg = load_config(repo_root / "configs" / f"{name}.yaml")
+    assert isinstance(cfg, ResumeConfig)
+    assert cfg.name == name
+
+
+def test_paper_preset_carries_the_papers_hyperparameters(repo_root):
+    cfg = load_config(repo_root / "configs" / "paper.yaml")
+    assert cfg.summarizer.model == "Qwen/Qwen3-4B-Thinking-2507"
+    assert cfg.retriever.model == "facebook/contriever"
+    assert (cfg.grpo.learning_rate, cfg.grpo.max_steps, cfg.grpo.beta, cfg.grpo.loss_type) == (3e-7, 200, 0.5, "grpo")
+    # "batch 128" = completions per optimiser step across the Ray workers
+    g = cfg.grpo
+    assert g.per_device_train_batch_size * g.gradient_accumulation_steps * g.num_workers == 128
+    assert cfg.finetune.learning_rate == 1e-5
+    assert cfg.loop.max_iterations == 10
+    assert (cfg.reward.min_tokens, cfg.reward.max_tokens, cfg.reward.over_limit) == (64, 128, 160)
+
+
+def test_typo_lists_valid_keys(repo_root):
+    with pytest.raises(ConfigError) as e:
+        load_config(repo_root / "configs" / "tiny.yaml", ["grpo.learnig_rate=0.1"])
+    msg = str(e.value)
+    assert "grpo.learnig_rate: unknown key" in msg
+    assert "learning_rate" in msg and "num_generations" in msg
+    assert "tiny.yaml" in msg
+
+
+def test_top_level_typo(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("retreiver:\n  model: x\n")
+    with pytest.raises(ConfigError, match=r"retreiver: unknown key; valid keys: .*retriever"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("evaluate.index=foo", "evaluate.index: invalid value 'foo'; expected one of 'flat', 'ivf', 'hnsw'"),
+        ("grpo.max_steps=two", "grpo.max_steps: invalid value 'two'; expected int"),
+        ("grpo.num_generations=3", "must be divisible by num_generations (3)"),
+        ("grpo.learning_rate=-1", "grpo.learning_rate: invalid value -1.0"),
+        ("finetune.batch_size=1", "finetune.batch_size: invalid value 1"),
+        ("reward.min_tokens=200", "0 < min_tokens <= max_tokens <= over_limit"),
+        ("loop.systems=[baseline,nope]", "loop.systems: invalid value 'nope'; expected one of baseline"),
+        ("retriever.normalize=maybe", "retriever.normalize: invalid value 'maybe'; expected bool"),
+        ("data=3", "data: expected a mapping"),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(repo_root, override, fragment):
+    with pytest.raises(ConfigError) as e:
+        load_config(repo_root / "configs" / "tiny.yaml", [override])
+    assert fragment in str(e.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grpo: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_int_is_accepted_for_float_and_roundtrip(tmp_path, repo_root):
+    cfg = load_config(repo_root / "configs" / "demo.yaml", ["grpo.learning_rate=1"])
+    assert cfg.grpo.learning_rate == 1.0 and isinstance(cfg.grpo.learning_rate, float)
+    out = tmp_path / "resolved.yaml"
+    dump_config(cfg, out)
+    assert load_config(out) == cfg
+    assert load_config(None).loop.systems == list(SYSTEMS)
+
+
+def test_cli_reports_config_error_in_one_line(repo_root, capsys):
+    rc = main(["evaluate", "--config", str(repo_root / "configs" / "tiny.yaml"), "--set", "evaluate.kk=3",
+               "--out", "/nonexistent/never-written"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and "evaluate.kk: unknown key" in err[0]
