@@ -1,0 +1,347 @@
+"""Runs and metrics: TREC run files, qrels, MRR@10 / NDCG@10 / R@100 / R@1000 via pytrec_eval.
+
+    resume metrics --qrels data/cranfield/qrels/test.tsv --run runs/base/run.trec
+    resume evaluate --config configs/demo.yaml --split test --retriever all-minilm-l6-v2 --out runs/base
+
+Conventions (trec_eval semantics, stated once here and tested in tests/test_evaluate.py):
+
+- Ranking order: score descending, ties broken by doc id DESCENDING (byte-wise), which is the order
+  trec_eval (and so pytrec_eval) imposes when it reads a run: it ignores the rank column and sorts by
+  (score desc, docno desc). Run files are written in exactly that order with ranks 1..n, and scores
+  are written with full float precision (`repr`), so reading a run back changes no tie.
+- MRR@10: pytrec_eval's `recip_rank` has no cutoff, so each query's run is first truncated to its top
+  10 in the order above; this equals trec_eval's reciprocal rank of the first relevant doc within rank 10.
+- NDCG@10: trec_eval `ndcg_cut_10` with graded gains (gain = the qrels grade, linear, as trec_eval).
+- Recall@100 / @1000: trec_eval `recall_100`, `recall_1000`. Relevant = grade >= 1.
+- Averaging: the mean over the queries of the qrels that have at least one relevant document. A query
+  missing from the run (or with an empty run) scores 0 (like `trec_eval -c`); queries in the run but
+  not in the qrels are ignored; queries whose judgements are all non-relevant are left out (every
+  measure is 0 or undefined for them). Plain trec_eval would instead average over the queries present
+  in both files; with a complete run the two agree.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from resume.errors import DataError, ResumeError
+from resume.io import atomic_path, atomic_write_json, iter_jsonl
+
+METRICS = ("mrr@10", "ndcg@10", "recall@100", "recall@1000")
+PRIMARY_METRIC = "ndcg@10"
+_FULL_MEASURES = {"ndcg_cut.10", "recall.100,1000"}
+_KEYS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "recall@1000": "recall_1000"}
+
+Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
+
+
+# ------------------------------------------------------------------------------------ ordering
+
+
+def _key(item: tuple[str, float]) -> tuple[float, str]:
+    return item[1], item[0]
+
+
+def trec_order(scores: Mapping[str, float] | Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """(doc_id, score) pairs in trec_eval order: score descending, then doc id descending.
+
+    trec_eval compares doc ids with strcmp on their bytes; Python compares str by code point, which
+    for UTF-8 is the same order.
+    """
+    items = scores.items() if isinstance(scores, Mapping) else scores
+    return sorted(((str(d), float(s)) for d, s in items), key=_key, reverse=True)
+
+
+def truncate_run(run: Mapping[str, Mapping[str, float]], k: int) -> Run:
+    """Each query's top k in trec_eval order."""
+    return {q: dict(heapq.nlargest(k, ((str(d), float(s)) for d, s in docs.items()), key=_key))
+            for q, docs in run.items()}
+
+
+# ------------------------------------------------------------------------------------ run files
+
+
+_SPACE = re.compile(r"\s")
+
+
+def _check_token(value: str, what: str) -> str:
+    value = str(value)
+    if not value or _SPACE.search(value):
+        raise ResumeError(f"{what} {value!r} cannot be written to a TREC file (empty or contains whitespace)")
+    return value
+
+
+def write_trec_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag: str = "resume") -> int:
+    """Write `qid Q0 docid rank score tag` lines atomically, queries in sorted order, docs in trec_eval
+    order (score desc, doc id desc), ranks from 1. Returns the number of lines."""
+    tag = _check_token(tag, "run tag")
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for qid in sorted(run, key=str):
+            q = _check_token(qid, "query id")
+            ranked = trec_order(run[qid])
+            for did, score in ranked:
+                if not math.isfinite(score):
+                    raise ResumeError(f"query {q}, doc {did}: score {score!r} is not finite")
+                if not did or _SPACE.search(did):
+                    _check_token(did, "doc id")
+            f.writelines([f"{q} Q0 {did} {rank} {score!r} {tag}\n"
+                          for rank, (did, score) in enumerate(ranked, start=1)])
+            n += len(ranked)
+    return n
+
+
+def read_trec_run(path: str | Path) -> Run:
+    """Read a TREC run (`qid Q0 docid rank score tag`); the rank column is ignored, as by trec_eval."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "run file not found")
+    run: Run = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise DataError(path, lineno, f"expected 6 columns `qid Q0 docid rank score tag`, got {len(parts)}")
+            qid, _, did, _, score, _ = parts
+            try:
+                value = float(score)
+            except ValueError:
+                raise DataError(path, lineno, f"score {score!r} is not a number") from None
+            if not math.isfinite(value):
+                raise DataError(path, lineno, f"score {score!r} is not finite")
+            docs = run.setdefault(qid, {})
+            if did in docs:
+                raise DataError(path, lineno, f"doc {did} appears twice for query {qid}")
+            docs[did] = value
+    return run
+
+
+def read_qrels_any(path: str | Path) -> Qrels:
+    """Qrels from a BEIR tsv (`query-id corpus-id score`, header optional) or a TREC qrels file
+    (`qid iter docid grade`), detected from the column count. A repeated pair keeps its last grade."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "qrels file not found")
+    qrels: Qrels = {}
+    fmt: str | None = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if fmt is None:
+                if len(parts) == 3:
+                    fmt = "beir"
+                    if not _is_int(parts[2]):  # header line
+                        continue
+                elif len(parts) == 4:
+                    fmt = "trec"
+                else:
+                    raise DataError(path, lineno, f"expected 3 columns (BEIR `query-id corpus-id score`) or 4 "
+                                                  f"(TREC `qid iter docid grade`), got {len(parts)}")
+            want = 3 if fmt == "beir" else 4
+            if len(parts) != want:
+                raise DataError(path, lineno, f"expected {want} columns ({fmt} qrels), got {len(parts)}")
+            qid, did, grade = (parts[0], parts[1], parts[2]) if fmt == "beir" else (parts[0], parts[2], parts[3])
+            if not _is_int(grade):
+                raise DataError(path, lineno, f"relevance grade {grade!r} is not an integer")
+            qrels.setdefault(qid, {})[did] = int(float(grade))
+    if not qrels:
+        raise DataError(path, None, "no judgements found")
+    return qrels
+
+
+def _is_int(s: str) -> bool:
+    try:
+        v = float(s)
+    except ValueError:
+        return False
+    return math.isfinite(v) and v == int(v)
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def judged_queries(qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Queries with at least one relevant (grade >= 1) document, sorted: the averaging set."""
+    return sorted(q for q, docs in qrels.items() if any(int(r) >= 1 for r in docs.values()))
+
+
+def per_query_metrics(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
+                      ) -> dict[str, dict[str, float]]:
+    """{qid: {"mrr@10", "ndcg@10", "recall@100", "recall@1000"}} for every judged query (0 if not run)."""
+    import pytrec_eval
+
+    qids = judged_queries(qrels)
+    if not qids:
+        raise ResumeError("no query in the qrels has a relevant document (grade >= 1); nothing to evaluate")
+    q = {qid: {str(d): int(r) for d, r in qrels[qid].items()} for qid in qids}
+    r = {qid: {str(d): float(s) for d, s in run[qid].items()} for qid in qids if run.get(qid)}
+    full = pytrec_eval.RelevanceEvaluator(q, _FULL_MEASURES).evaluate(r) if r else {}
+    top10 = pytrec_eval.RelevanceEvaluator(q, {"recip_rank"}).evaluate(truncate_run(r, 10)) if r else {}
+    out: dict[str, dict[str, float]] = {}
+    for qid in qids:
+        row = {"mrr@10": float(top10.get(qid, {}).get("recip_rank", 0.0))}
+        row.update({m: float(full.get(qid, {}).get(key, 0.0)) for m, key in _KEYS.items()})
+        out[qid] = row
+    return out
+
+
+def aggregate(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the queries given."""
+    if not per_query:
+        raise ResumeError("no queries to average")
+    return {m: float(np.mean([row[m] for row in per_query.values()])) for m in METRICS}
+
+
+def compute_metrics(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
+                    ) -> dict[str, float]:
+    """{"mrr@10", "ndcg@10", "recall@100", "recall@1000"}: means over the judged queries (module doc)."""
+    return aggregate(per_query_metrics(qrels, run))
+
+
+def _values(per_query: Mapping[str, Any], metric: str) -> dict[str, float]:
+    return {q: float(v[metric] if isinstance(v, Mapping) else v) for q, v in per_query.items()}
+
+
+def paired_test(a_per_query: Mapping[str, Any], b_per_query: Mapping[str, Any], metric: str = PRIMARY_METRIC, *,
+                n_permutations: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """Paired significance of b vs a on `metric` over the queries both have.
+
+    `a_per_query` / `b_per_query`: `per_query_metrics` outputs ({qid: {metric: value}}) or {qid: value}.
+    Returns n, mean_a, mean_b, mean_diff (b - a), t and p_value (two-sided paired t-test,
+    scipy.stats.ttest_rel) and p_permutation (two-sided sign-flip randomisation test on the per-query
+    differences: exact for n <= 16, else `n_permutations` seeded draws with the +1 correction).
+    Zero-variance differences give p = 1 when they are all 0 and p = 0 otherwise.
+    """
+    from scipy import stats
+
+    a, b = _values(a_per_query, metric), _values(b_per_query, metric)
+    qids = sorted(set(a) & set(b))
+    n = len(qids)
+    x = np.array([a[q] for q in qids], dtype=np.float64)
+    y = np.array([b[q] for q in qids], dtype=np.float64)
+    d = y - x
+    res: dict[str, Any] = {
+        "metric": metric, "n": n, "n_only_a": len(set(a) - set(b)), "n_only_b": len(set(b) - set(a)),
+        "mean_a": float(x.mean()) if n else None, "mean_b": float(y.mean()) if n else None,
+        "mean_diff": float(d.mean()) if n else None, "t": None, "p_value": None, "p_permutation": None,
+    }
+    if n < 2:
+        return res
+    if np.allclose(d, d[0]):
+        res["p_value"] = res["p_permutation"] = 1.0 if abs(d[0]) < 1e-15 else 0.0
+        return res
+    t = stats.ttest_rel(y, x)
+    res["t"], res["p_value"] = float(t.statistic), float(t.pvalue)
+    obs = abs(d.mean())
+    if n <= 16:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))  # (2^n, n)
+        res["p_permutation"] = float(np.mean(np.abs(signs @ d / n) >= obs - 1e-12))
+    else:
+        rng = np.random.default_rng(seed)
+        hits = 0
+        for start in range(0, n_permutations, 1000):
+            m = min(1000, n_permutations - start)
+            signs = rng.choice((-1.0, 1.0), size=(m, n))
+            hits += int(np.sum(np.abs(signs @ d / n) >= obs - 1e-12))
+        res["p_permutation"] = (hits + 1) / (n_permutations + 1)
+    return res
+
+
+# ------------------------------------------------------------------------------------ evaluate stage
+
+
+def load_index_texts(ds: Any, texts: str | Path | None) -> dict[str, str]:
+    """doc id -> text to index: the `summary` of each row of `texts` (summaries.jsonl), or the full
+    document (`resume.data.doc_text`) when `texts` is None. Every corpus document needs a summary row."""
+    from resume.data import doc_text
+
+    if texts is None:
+        return {d: doc_text(doc) for d, doc in ds.corpus.items()}
+    path = Path(texts)
+    if not path.is_file():
+        raise DataError(path, None, "summaries file not found")
+    summaries: dict[str, str] = {}
+    try:
+        for lineno, row in enumerate(iter_jsonl(path), start=1):
+            if not isinstance(row, dict) or "_id" not in row:
+                raise DataError(path, lineno, "expected an object with `_id` and `summary`")
+            summaries[str(row["_id"])] = row.get("summary") or ""
+    except json.JSONDecodeError as e:
+        raise DataError(path, None, f"not valid JSON lines: {e}") from None
+    missing = [d for d in ds.corpus if d not in summaries]
+    if missing:
+        raise DataError(path, None, f"{len(missing)} of {len(ds.corpus)} corpus documents have no summary "
+                                    f"(e.g. {missing[:3]}); summarise the same working set first")
+    return {d: summaries[d] for d in ds.corpus}
+
+
+def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path | None = None,
+                       out_dir: str | Path, encoder: Any = None) -> dict[str, float]:
+    """Index the texts (summaries or full documents) with FAISS, search `split`'s queries at
+    `cfg.evaluate.k`, and write `run.trec`, `metrics.json`, `per_query.json` and `eval_info.json` into
+    `out_dir` (each atomically). Returns the metrics dict.
+
+    `encoder`: any object with `encode_queries` / `encode_docs` (default `resume.retriever.Encoder`
+    of `retriever`). Works on any BEIR-layout directory; the data working set follows `cfg.data`.
+    """
+    from resume.data import load_beir, select_working_set
+    from resume.index import DocIndex
+
+    t0 = time.perf_counter()
+    ds = select_working_set(load_beir(data_dir), cfg.data)
+    if split not in ds.qrels:
+        raise DataError(Path(data_dir) / "qrels", None, f"split {split!r} not found; available: {sorted(ds.qrels)}")
+    qrels = ds.qrels[split]
+    qids = [q for q in sorted(qrels) if q in ds.queries]
+    if not qids:
+        raise DataError(Path(data_dir), None, f"no query of split {split!r} is in queries.jsonl")
+    doc_texts = load_index_texts(ds, texts)
+    doc_ids = list(doc_texts)
+    if encoder is None:
+        from resume.retriever import Encoder
+
+        encoder = Encoder(retriever, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
+    t1 = time.perf_counter()
+    doc_emb = np.asarray(encoder.encode_docs([doc_texts[d] for d in doc_ids]), dtype=np.float32)
+    q_emb = np.asarray(encoder.encode_queries([ds.queries[q] for q in qids]), dtype=np.float32)
+    t2 = time.perf_counter()
+    index = DocIndex.from_config(doc_ids, doc_emb, cfg.evaluate)
+    hits = index.search(q_emb, cfg.evaluate.k)
+    run = {q: dict(h) for q, h in zip(qids, hits)}
+    t3 = time.perf_counter()
+    per_query = per_query_metrics(qrels, run)
+    metrics = aggregate(per_query)
+    t4 = time.perf_counter()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_trec_run(out / "run.trec", run, tag=_tag(retriever))
+    atomic_write_json(out / "per_query.json", per_query)
+    atomic_write_json(out / "eval_info.json", {
+        "data_dir": str(data_dir), "split": split, "retriever": str(retriever),
+        "texts": None if texts is None else str(texts), "n_docs": len(doc_ids), "n_queries": len(qids),
+        "n_judged_queries": len(per_query), "index": cfg.evaluate.index, "k": cfg.evaluate.k,
+        "seconds": {"load": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "metrics": t4 - t3},
+    })
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _tag(name: Any) -> str:
+    tag = "".join(c if c.isalnum() or c in "-_.:" else "_" for c in Path(str(name)).name)
+    return tag or "resume"

@@ -1,0 +1,363 @@
+"""Runs, qrels and metrics (trec_eval semantics via pytrec_eval), significance tests, evaluate stage."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+import pytrec_eval
+
+from resume.cli import main
+from resume.config import ResumeConfig
+from resume.errors import DataError, ResumeError
+from resume.evaluate import (
+    compute_metrics,
+    evaluate_retrieval,
+    judged_queries,
+    paired_test,
+    per_query_metrics,
+    read_qrels_any,
+    read_trec_run,
+    trec_order,
+    write_trec_run,
+)
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def random_case(seed: int, n_queries: int = 40):
+    """Graded qrels and a run with many score ties, doc ids of mixed lengths and case."""
+    rng = np.random.default_rng(seed)
+    pool = [f"{p}{i}" for p in ("d", "D", "doc") for i in range(700)]
+    qrels, run = {}, {}
+    for qi in range(n_queries):
+        q = f"q{qi}"
+        judged = rng.choice(len(pool), size=int(rng.integers(1, 12)), replace=False)
+        grades = rng.integers(0, 4, size=len(judged))
+        if qi % 9 == 0:
+            grades[:] = 0                                  # judged, nothing relevant
+        qrels[q] = {pool[j]: int(g) for j, g in zip(judged, grades)}
+        if qi % 7 == 3:
+            continue                                       # judged query missing from the run
+        n = int(rng.integers(1, 1500))
+        docs = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
+        scores = np.round(rng.random(len(docs)) * 40) / 40  # 41 distinct scores: ties everywhere
+        run[q] = {pool[d]: float(s) for d, s in zip(docs, scores)}
+        # Retrieve some judged docs, often inside the top tie groups (where doc-id order decides).
+        for j in judged[:3]:
+            run[q][pool[j]] = float(rng.choice([1.0, 0.975, 0.95, 0.5]))
+    run["unjudged"] = {"d1": 1.0}                          # in the run, not in the qrels
+    return qrels, run
+
+
+def write_qrels_tsv(path, qrels):
+    lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{g}" for q, docs in qrels.items() for d, g in docs.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_qrels_trec(path, qrels):
+    path.write_text("".join(f"{q} 0 {d} {g}\n" for q, docs in qrels.items() for d, g in docs.items()))
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ------------------------------------------------------------------------------------ ordering / files
+
+
+def test_trec_order_matches_pytrec_eval_ties():
+    # trec_eval breaks score ties by doc id descending: the relevant "a" ranks after "c" and "b".
+    qrels = {"q": {"a": 1}}
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"})
+    assert ev.evaluate({"q": {"a": 1.0, "b": 1.0, "c": 1.0}})["q"]["recip_rank"] == pytest.approx(1 / 3)
+    assert [d for d, _ in trec_order({"a": 1.0, "b": 1.0, "c": 1.0, "z": 0.5})] == ["c", "b", "a", "z"]
+    assert [d for d, _ in trec_order({"a": 1.0, "aa": 1.0, "B": 1.0})] == ["aa", "a", "B"]
+    # The same through our metrics, with the relevant doc pushed out of the top 10 by ties.
+    run = {"q": {f"x{i}": 1.0 for i in range(10)} | {"a": 1.0}}   # "x*" > "a": a is 11th
+    assert compute_metrics(qrels, run)["mrr@10"] == 0.0
+    run = {"q": {f"0{i}": 1.0 for i in range(10)} | {"a": 1.0}}   # "a" > "0*": a is 1st
+    assert compute_metrics(qrels, run)["mrr@10"] == 1.0
+
+
+def test_write_read_run_roundtrip(tmp_path):
+    run = {"q2": {"b": 0.5, "a": 0.5, "c": 0.9, "d": 1 / 3}, "q1": {"x": -1.25}}
+    path = tmp_path / "run.trec"
+    assert write_trec_run(path, run, tag="t1") == 5
+    lines = path.read_text().splitlines()
+    assert lines[0] == "q1 Q0 x 1 -1.25 t1"
+    assert [ln.split()[2] for ln in lines[1:]] == ["c", "b", "a", "d"]
+    assert [ln.split()[3] for ln in lines[1:]] == ["1", "2", "3", "4"]
+    back = read_trec_run(path)
+    assert back == run and back["q2"]["d"] == 1 / 3          # full precision: no new ties
+    write_trec_run(tmp_path / "again.trec", back, tag="t1")
+    assert (tmp_path / "again.trec").read_text() == path.read_text()
+
+
+def test_write_run_rejects_bad_ids_atomically(tmp_path):
+    path = tmp_path / "run.trec"
+    with pytest.raises(ResumeError, match="whitespace"):
+        write_trec_run(path, {"q1": {"a": 1.0}, "q 2": {"b": 1.0}})
+    with pytest.raises(ResumeError, match="not finite"):
+        write_trec_run(path, {"q1": {"a": float("nan")}})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_run_errors(tmp_path):
+    bad = tmp_path / "bad.trec"
+    bad.write_text("q1 Q0 d1 1 0.5 tag\nq1 Q0 d2 2 0.4\n")
+    with pytest.raises(DataError, match=r"bad.trec:2: expected 6 columns"):
+        read_trec_run(bad)
+    bad.write_text("q1 Q0 d1 1 high tag\n")
+    with pytest.raises(DataError, match="not a number"):
+        read_trec_run(bad)
+    bad.write_text("q1 Q0 d1 1 0.5 t\nq1 Q0 d1 2 0.4 t\n")
+    with pytest.raises(DataError, match="twice"):
+        read_trec_run(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_trec_run(tmp_path / "missing.trec")
+
+
+def test_read_qrels_any_formats(tmp_path):
+    qrels = {"1": {"10": 2, "11": 0}, "2": {"12": 1}}
+    write_qrels_tsv(tmp_path / "beir.tsv", qrels)
+    write_qrels_trec(tmp_path / "qrels.trec", qrels)
+    (tmp_path / "noheader.tsv").write_text("1\t10\t2\n1\t11\t0\n2\t12\t1\n")
+    for name in ("beir.tsv", "qrels.trec", "noheader.tsv"):
+        assert read_qrels_any(tmp_path / name) == qrels
+    (tmp_path / "bad.tsv").write_text("query-id\tcorpus-id\tscore\n1\t10\thigh\n")
+    with pytest.raises(DataError, match="bad.tsv:2: relevance grade"):
+        read_qrels_any(tmp_path / "bad.tsv")
+    (tmp_path / "mixed.tsv").write_text("1 10 1\n1 0 11 1\n")
+    with pytest.raises(DataError, match="mixed.tsv:2: expected 3 columns"):
+        read_qrels_any(tmp_path / "mixed.tsv")
+    (tmp_path / "empty.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(DataError, match="no judgements"):
+        read_qrels_any(tmp_path / "empty.tsv")
+
+
+# ------------------------------------------------------------------------------------ metrics vs pytrec_eval
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_equal_pytrec_eval_on_random_runs_with_ties(seed, tmp_path, capsys):
+    qrels, run = random_case(seed)
+    judged = judged_queries(qrels)
+    assert 0 < len(judged) < len(qrels)
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100,1000", "P.10",
+                                                "success." + ",".join(map(str, range(1, 11)))})
+    full = ev.evaluate(run)
+    # Reference truncation written independently: sort by (-score, doc id bytes descending).
+    top10 = {}
+    for q, docs in run.items():
+        order = sorted(docs, key=lambda d: d.encode(), reverse=True)
+        order = sorted(order, key=lambda d: -docs[d])[:10]
+        top10[q] = {d: docs[d] for d in order}
+    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+
+    per_q = per_query_metrics(qrels, run)
+    assert sorted(per_q) == judged
+    for q in judged:
+        if q not in run:
+            assert per_q[q] == {"mrr@10": 0.0, "ndcg@10": 0.0, "recall@100": 0.0, "recall@1000": 0.0}
+            continue
+        assert per_q[q]["mrr@10"] == pytest.approx(rr[q]["recip_rank"], abs=1e-12)
+        # Independent check on the FULL run with trec_eval's own ordering: MRR@10 from success@1..10.
+        succ = [full[q][f"success_{k}"] for k in range(1, 11)]
+        first = next((k for k, s in enumerate(succ, start=1) if s > 0), None)
+        assert per_q[q]["mrr@10"] == pytest.approx(1 / first if first else 0.0, abs=1e-12)
+        assert (per_q[q]["mrr@10"] > 0) == (full[q]["P_10"] > 0)
+        assert per_q[q]["ndcg@10"] == pytest.approx(full[q]["ndcg_cut_10"], abs=1e-12)
+        assert per_q[q]["recall@100"] == pytest.approx(full[q]["recall_100"], abs=1e-12)
+        assert per_q[q]["recall@1000"] == pytest.approx(full[q]["recall_1000"], abs=1e-12)
+
+    expected = {
+        "mrr@10": sum(rr[q]["recip_rank"] for q in judged if q in rr) / len(judged),
+        "ndcg@10": sum(full[q]["ndcg_cut_10"] for q in judged if q in full) / len(judged),
+        "recall@100": sum(full[q]["recall_100"] for q in judged if q in full) / len(judged),
+        "recall@1000": sum(full[q]["recall_1000"] for q in judged if q in full) / len(judged),
+    }
+    metrics = compute_metrics(qrels, run)
+    assert metrics == pytest.approx(expected, abs=1e-12)
+    assert list(metrics) == ["mrr@10", "ndcg@10", "recall@100", "recall@1000"]
+
+    # The CLI, in-process, on files (run written and read back, qrels in both formats).
+    write_trec_run(tmp_path / "run.trec", run)
+    write_qrels_tsv(tmp_path / "qrels.tsv", qrels)
+    write_qrels_trec(tmp_path / "qrels.trec", qrels)
+    for qfile in ("qrels.tsv", "qrels.trec"):
+        code, out, err = run_cli(capsys, "metrics", "--qrels", str(tmp_path / qfile), "--run",
+                                 str(tmp_path / "run.trec"))
+        assert code == 0, err
+        assert json.loads(out) == pytest.approx(expected, abs=1e-12)
+
+
+def test_graded_ndcg_and_recall_cutoffs():
+    qrels = {"q": {"a": 3, "b": 1, "c": 0}}
+    run = {"q": {"b": 3.0, "a": 2.0, "c": 1.0}}
+    ideal = 3 + 1 / np.log2(3)
+    got = 1 + 3 / np.log2(3)
+    assert compute_metrics(qrels, run)["ndcg@10"] == pytest.approx(got / ideal)
+    deep = {"q": {f"z{i:04d}": 2.0 - i / 2000 for i in range(1200)} | {"a": 1.0, "b": 2.0 - 150 / 2000 - 1e-9}}
+    m = compute_metrics(qrels, deep)
+    assert m["recall@100"] == 0.0 and m["recall@1000"] == 0.5
+
+
+def test_averaging_convention_missing_and_unjudged_queries():
+    qrels = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 0}}
+    run = {"q1": {"a": 1.0}, "q3": {"c": 1.0}, "q9": {"a": 1.0}}
+    # q2 (judged, relevant, not run) counts as 0; q3 (no relevant doc) and q9 (not judged) are left out.
+    assert compute_metrics(qrels, run) == {"mrr@10": 0.5, "ndcg@10": 0.5, "recall@100": 0.5, "recall@1000": 0.5}
+    with pytest.raises(ResumeError, match="no query in the qrels has a relevant"):
+        compute_metrics({"q3": {"c": 0}}, run)
+
+
+def test_cli_metrics_bad_input_exit_2(tmp_path, capsys):
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq\ta\t1\n")
+    (tmp_path / "run.trec").write_text("q Q0 a 1\n")
+    code, out, err = run_cli(capsys, "metrics", "--qrels", str(tmp_path / "qrels.tsv"), "--run",
+                             str(tmp_path / "run.trec"))
+    assert code == 2 and err.startswith("error: ") and "run.trec:1" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------ significance
+
+
+def test_paired_test():
+    rng = np.random.default_rng(0)
+    a = {f"q{i}": {"ndcg@10": float(v)} for i, v in enumerate(rng.random(60))}
+    b = {q: {"ndcg@10": v["ndcg@10"] + 0.1 + 0.02 * rng.standard_normal()} for q, v in a.items()}
+    res = paired_test(a, b, "ndcg@10", n_permutations=2000)
+    assert res["n"] == 60 and res["mean_diff"] == pytest.approx(0.1, abs=0.01)
+    assert res["p_value"] < 1e-10 and res["p_permutation"] == pytest.approx(1 / 2001)
+    from scipy import stats
+
+    qs = sorted(a)
+    ref = stats.ttest_rel([b[q]["ndcg@10"] for q in qs], [a[q]["ndcg@10"] for q in qs])
+    assert res["p_value"] == pytest.approx(ref.pvalue) and res["t"] == pytest.approx(ref.statistic)
+    same = paired_test(a, a, "ndcg@10")
+    assert same["p_value"] == 1.0 and same["p_permutation"] == 1.0 and same["mean_diff"] == 0.0
+    # Plain {qid: value} inputs, partial overlap, exact permutation for small n.
+    x = {"q1": 0.1, "q2": 0.5, "q3": 0.3, "q4": 0.2, "only_a": 1.0}
+    y = {"q1": 0.2, "q2": 0.4, "q3": 0.6, "q4": 0.3}
+    r = paired_test(x, y, "any")
+    assert (r["n"], r["n_only_a"], r["n_only_b"]) == (4, 1, 0)
+    # diffs 0.1, -0.1, 0.3, 0.1 (sum 0.4): sign flips with |sum| >= 0.4 are +-(0.3 + two or three
+    # of the 0.1s with a plus): 2 x (1 + 3) = 8 of 16.
+    assert r["p_permutation"] == pytest.approx(8 / 16)
+    assert paired_test({"q": 1.0}, {"q": 0.0}, "m")["p_value"] is None
+
+
+def test_per_query_metrics_feed_paired_test():
+    qrels, run = random_case(5)
+    better = {q: dict(docs) for q, docs in run.items()}
+    for q, docs in qrels.items():
+        for d, g in docs.items():
+            if g > 0 and q in better:
+                better[q][d] = 10.0
+    res = paired_test(per_query_metrics(qrels, run), per_query_metrics(qrels, better), "mrr@10")
+    assert res["mean_diff"] > 0 and res["p_value"] < 0.01
+
+
+# ------------------------------------------------------------------------------------ evaluate stage
+
+
+class HashEncoder:
+    """Bag-of-words hashed into 64 dims: queries find documents sharing their words."""
+
+    dim = 64
+
+    def _emb(self, texts):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().replace(".", " ").split():
+                out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
+        n = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(n > 0, n, 1)
+
+    def encode_queries(self, texts):
+        return self._emb(list(texts))
+
+    def encode_docs(self, texts):
+        return self._emb(list(texts))
+
+    def count_tokens(self, texts):
+        return [len(t.split()) for t in texts]
+
+
+@pytest.fixture()
+def beir_dir(tmp_path):
+    d = tmp_path / "beir"
+    (d / "qrels").mkdir(parents=True)
+    topics = ["wing lift", "heat flux", "shock wave", "boundary layer", "jet noise", "plate buckling"]
+    corpus = [{"_id": f"d{i}", "title": t, "text": f"study of {t} number {i}"} for i, t in enumerate(topics)]
+    (d / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    queries = [{"_id": f"q{i}", "text": t} for i, t in enumerate(topics)]
+    (d / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\td{i}\t{1 + i % 2}\n" for i in range(4)))
+    (d / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq4\td4\t1\nq5\td5\t1\n")
+    return d
+
+
+def test_evaluate_retrieval_full_documents_and_summaries(beir_dir, tmp_path):
+    pytest.importorskip("resume.data")
+    cfg = ResumeConfig()
+    cfg.evaluate.k = 10
+    out = tmp_path / "eval"
+    m = evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", out_dir=out,
+                           encoder=HashEncoder())
+    assert m == {"mrr@10": 1.0, "ndcg@10": 1.0, "recall@100": 1.0, "recall@1000": 1.0}
+    assert json.loads((out / "metrics.json").read_text()) == m
+    assert sorted(json.loads((out / "per_query.json").read_text())) == ["q0", "q1", "q2", "q3"]
+    info = json.loads((out / "eval_info.json").read_text())
+    assert info["n_docs"] == 6 and info["n_queries"] == 4
+    run = read_trec_run(out / "run.trec")
+    assert sorted(run) == ["q0", "q1", "q2", "q3"] and all(len(v) == 6 for v in run.values())
+    assert compute_metrics(read_qrels_any(beir_dir / "qrels" / "test.tsv"), run) == m
+
+    # Summaries swap the texts: summaries that carry the wrong topic break retrieval.
+    rows = [{"_id": f"d{i}", "summary": s} for i, s in
+            enumerate(["heat flux", "wing lift", "shock wave", "boundary layer", None, "plate"])]
+    texts = tmp_path / "summaries.jsonl"
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    m2 = evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts,
+                            out_dir=tmp_path / "eval2", encoder=HashEncoder())
+    assert m2["mrr@10"] < 1.0 and m2["recall@100"] == 1.0
+
+    texts.write_text(json.dumps({"_id": "d0", "summary": "x"}) + "\n")
+    with pytest.raises(DataError, match="have no summary"):
+        evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts,
+                           out_dir=tmp_path / "eval3", encoder=HashEncoder())
+    assert not (tmp_path / "eval3" / "metrics.json").exists()
+    with pytest.raises(DataError, match="split 'dev' not found"):
+        evaluate_retrieval(cfg, data_dir=beir_dir, split="dev", retriever="hash", out_dir=tmp_path / "e4",
+                           encoder=HashEncoder())
+
+
+def test_evaluate_retrieval_approximate_index(beir_dir, tmp_path):
+    pytest.importorskip("resume.data")
+    for kind in ("ivf", "hnsw"):
+        cfg = ResumeConfig()
+        cfg.evaluate.index, cfg.evaluate.k = kind, 10
+        m = evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", out_dir=tmp_path / kind,
+                               encoder=HashEncoder())
+        assert m["mrr@10"] == 1.0
+
+
+def test_cli_evaluate_with_tiny_encoder(beir_dir, tmp_path, capsys):
+    pytest.importorskip("resume.data")
+    pytest.importorskip("resume.retriever")
+    code, out, err = run_cli(capsys, "evaluate", "--data", str(beir_dir), "--split", "test", "--retriever",
+                             "tiny-encoder", "--set", "evaluate.k=10", "--set", "device=cpu", "--out",
+                             str(tmp_path / "ev"))
+    if code == 2 and "tiny-encoder" in err:
+        pytest.skip(f"tiny-encoder unavailable: {err}")
+    assert code == 0, err
+    m = json.loads(out)
+    assert set(m) == {"mrr@10", "ndcg@10", "recall@100", "recall@1000"} and m["recall@100"] == 1.0
+    assert (tmp_path / "ev" / "run.trec").is_file()
