@@ -124,12 +124,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.ablations is not None:
         cfg.loop.ablations = [s.strip() for s in args.ablations.split(",") if s.strip()]
         cfg.loop.__post_init__()
-    result = run_loop(cfg, out_dir=args.out)
+    result = run_loop(cfg, out_dir=args.out, force=getattr(args, "force", False))
     print(f"report: {result['report']}")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if not args.config:
+        args.config = "configs/demo.yaml"
     return _cmd_run(args)
 
 
@@ -144,7 +146,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from resume.serving import serve
 
     serve(args.kind, model=args.model, http_port=args.http_port, grpc_port=args.grpc_port, name=args.name,
-          summarizer=args.summarizer)
+          summarizer=args.summarizer, config=args.config, device=args.device, max_batch_size=args.max_batch_size,
+          max_wait_ms=args.max_wait_ms, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
+          max_chars=args.max_chars, allow_add=not args.read_only, host=args.host,
+          access_log=not args.no_access_log, threads=args.threads)
     return 0
 
 
@@ -222,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="run directory")
         p.add_argument("--systems", help="comma-separated systems (default: loop.systems)")
         p.add_argument("--ablations", help="comma-separated ablations (default: loop.ablations)")
+        p.add_argument("--force", action="store_true",
+                       help="continue a run dir whose config.yaml differs (completed stages are kept)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("register", help="register the run's summarizer and retriever in the MLflow registry")
@@ -235,7 +242,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the URL (default: resume-<kind>)")
     p.add_argument("--summarizer", help="retriever only: summarizer used to add new documents")
     p.add_argument("--http-port", type=int, default=8080)
-    p.add_argument("--grpc-port", type=int, default=8081)
+    p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port; 0 disables gRPC")
+    p.add_argument("--config", "-c", help="YAML config for the summarizer's prompt/generation settings "
+                   "(default: the run's config.yaml next to the model, else the defaults)")
+    p.add_argument("--device", help="cpu, cuda (default: the model loader's choice)")
+    p.add_argument("--max-batch-size", type=int, default=32, help="retriever micro-batch size; 1 disables batching")
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a micro-batch waits to fill")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k accepted (also capped by the index size)")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
+    p.add_argument("--max-chars", type=int, default=20_000, help="longest document accepted (characters)")
+    p.add_argument("--read-only", action="store_true", help="retriever: do not register the <name>-add model")
+    p.add_argument("--host", help="REST bind address (default: kserve's 0.0.0.0; 127.0.0.1 = this machine only)")
+    p.add_argument("--no-access-log", action="store_true", help="no per-request access/timing log lines")
+    p.add_argument("--threads", type=int, help="torch threads (default: usable cores - 1, at least 1)")
     p.set_defaults(func=_cmd_serve)
     return parser
 

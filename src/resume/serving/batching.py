@@ -1,0 +1,110 @@
+"""An asyncio micro-batcher: concurrent requests share one encoder forward pass and one FAISS search.
+
+    batcher = MicroBatcher(fn, max_batch_size=32, max_wait_ms=2.0)   # fn(list[item]) -> list[result]
+    result = await batcher.submit(item)                               # from any coroutine
+
+One worker task takes the first queued item, then keeps collecting until `max_batch_size` items or
+`max_wait_ms` have passed, and runs `fn` on the batch in a single-thread executor (so the event loop
+keeps accepting requests while the batch runs, and every call to `fn` is serialised: the index is
+never searched and modified at the same time). Requests that arrive while a batch runs form the next
+batch without waiting. `max_batch_size=1` disables batching (one request at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Histogram
+
+# Exposed on the server's /metrics (kserve serves prometheus_client's default registry).
+BATCH_SIZE = Histogram("resume_batch_size", "Items per micro-batch", ["batcher"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+class MicroBatcher:
+    def __init__(self, fn: Callable[[list[Any]], list[Any]], *, max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 executor: concurrent.futures.Executor | None = None, name: str = "batcher"):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        self.fn = fn
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self.executor = executor or concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self.n_batches = 0
+        self.n_items = 0
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.n_items / self.n_batches if self.n_batches else 0.0
+
+    def _ensure_started(self) -> asyncio.Queue:
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._worker())
+        return self._queue
+
+    async def submit(self, item: Any) -> Any:
+        """Queue one item; returns its result (or raises what `fn` raised for its batch)."""
+        fut = asyncio.get_running_loop().create_future()
+        self._ensure_started().put_nowait((item, fut))
+        return await fut
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn()` on the batcher's thread, serialised with the batches (e.g. an index update)."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    async def _collect(self, queue: asyncio.Queue) -> list[tuple[Any, asyncio.Future]]:
+        loop = asyncio.get_running_loop()
+        batch = [await queue.get()]
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            try:
+                batch.append(queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            timeout = deadline - loop.time()
+            if timeout <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(queue.get(), timeout))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _worker(self) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect(queue)
+            live = [(item, fut) for item, fut in batch if not fut.done()]
+            if not live:
+                continue
+            try:
+                results = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
+            except Exception as e:  # the whole batch fails with the same error; the worker keeps going
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            self.n_batches += 1
+            self.n_items += len(live)
+            BATCH_SIZE.labels(self.name).observe(len(live))
+            for (_, fut), res in zip(live, results):
+                if not fut.done():
+                    fut.set_result(res)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self.executor.shutdown(wait=False, cancel_futures=True)

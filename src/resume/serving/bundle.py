@@ -1,0 +1,274 @@
+"""The retriever bundle: everything the retriever service needs, in one directory.
+
+    python -c "from resume.serving.bundle import bundle_from_run_dir; bundle_from_run_dir('runs/demo', 'runs/demo/bundle')"
+
+Layout (format version 1):
+
+    <bundle>/
+      bundle.json     {"format": "resume-retriever-bundle", "format_version": 1, "dim", "n_docs",
+                       "retriever": {"dir": "retriever", "pooling", "normalize", "max_length", "query_prefix",
+                                     "doc_prefix", "batch_size", "dtype"},
+                       "index": {"dir": "index", "kind": "flat"|"ivf"|"hnsw", "metric": "inner_product"},
+                       "docs": "docs.jsonl", "source": {...}, "created": ISO time}
+      retriever/      HF encoder dir (what `resume.retriever.Encoder(dir, cfg)` loads)
+      index/          `resume.index.DocIndex.save`: index.faiss (FAISS, CPU form) + ids.json (row -> doc id)
+      docs.jsonl      {"_id", "summary"} per indexed text, in index row order
+
+`summary` holds the text that was indexed (a summary S_t, or the full document for the baseline).
+The bundle is written to a temporary sibling directory and renamed into place, so a reader never
+sees half a bundle; an existing bundle at the same path is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from resume.config import ResumeConfig, RetrieverConfig
+from resume.errors import DataError, ModelError
+from resume.io import atomic_write_json, iter_jsonl, write_jsonl
+
+FORMAT = "resume-retriever-bundle"
+FORMAT_VERSION = 1
+BUNDLE_FILE = "bundle.json"
+_ITER_RE = re.compile(r"^iter_(\d+)$")
+_ENCODER_KEYS = ("pooling", "normalize", "max_length", "query_prefix", "doc_prefix", "batch_size", "dtype")
+
+
+def is_bundle(path: str | Path) -> bool:
+    return (Path(path) / BUNDLE_FILE).is_file()
+
+
+def read_texts(texts: str | Path | dict[str, str]) -> dict[str, str]:
+    """doc id -> text from a dict or a summaries.jsonl ({"_id", "summary", ...}; `text` is accepted too)."""
+    if isinstance(texts, dict):
+        out = {str(k): str(v) for k, v in texts.items()}
+    else:
+        path = Path(texts)
+        if not path.is_file():
+            raise DataError(str(path), None, "texts file not found (expected summaries.jsonl with _id and summary)")
+        out = {}
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(str(path), n, f"not valid JSON: {e.msg}") from None
+                if not isinstance(row, dict) or "_id" not in row:
+                    raise DataError(str(path), n, "expected an object with an _id")
+                text = row.get("summary", row.get("text"))
+                if not isinstance(text, str):
+                    raise DataError(str(path), n, "expected a string field `summary` (or `text`)")
+                doc_id = str(row["_id"])
+                if doc_id in out:
+                    raise DataError(str(path), n, f"duplicate _id {doc_id!r}")
+                out[doc_id] = text
+    if not out:
+        raise DataError(str(texts) if not isinstance(texts, dict) else "<texts>", None, "no texts to index")
+    return out
+
+
+def hf_dir(path: str | Path) -> Path:
+    """The HF model dir of a stage output: the dir itself, or its `model/` (`final/`, `hf/`) subdir."""
+    p = Path(path)
+    for d in (p, p / "model", p / "final", p / "hf"):
+        if (d / "config.json").is_file():
+            return d
+    return p
+
+
+def last_iteration(run_dir: str | Path) -> tuple[Path, Path]:
+    """(retriever HF dir, summaries.jsonl) of a run's final iteration.
+
+    Uses `results.json` (`final.retriever` + the last iteration's summaries) when the run wrote one, else
+    the highest `iter_NN` that has both `retriever/` and `summaries.jsonl`.
+    """
+    run_dir = Path(run_dir)
+    res = run_dir / "results.json"
+    if res.is_file():
+        try:
+            r = json.loads(res.read_text(encoding="utf-8"))
+            ret, summ = r["final"]["retriever"], r["iterations"][-1]["summaries"]
+            if ret and summ and Path(summ).is_file() and hf_dir(ret).is_dir():
+                return hf_dir(ret), Path(summ)
+        except (KeyError, IndexError, TypeError, json.JSONDecodeError):
+            pass
+    iters = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if p.is_dir() and (m := _ITER_RE.match(p.name)))
+    done = [p for _, p in iters if (hf_dir(p / "retriever") / "config.json").is_file()
+            and (p / "summaries.jsonl").is_file()]
+    if not done:
+        raise ModelError(f"{run_dir}: no iter_NN directory with retriever/ and summaries.jsonl "
+                         "(expected a run directory written by `resume run`, see DESIGN §2)")
+    return hf_dir(done[-1] / "retriever"), done[-1] / "summaries.jsonl"
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` directory onto `out` (replacing an old `out`)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | Path | dict[str, str],
+                           cfg: ResumeConfig | RetrieverConfig | None = None, device: str | None = None,
+                           source: dict[str, Any] | None = None) -> Path:
+    """Encode `texts` with `retriever` and write a bundle to `out_dir` (atomically). Returns `out_dir`.
+
+    retriever: model name / HF dir, or an already loaded `resume.retriever.Encoder`.
+    texts: summaries.jsonl path or {doc_id: text}.
+    cfg: `ResumeConfig` (retriever section + evaluate.index options) or a bare `RetrieverConfig` (flat index).
+    """
+    from resume.index import DocIndex
+    from resume.retriever import Encoder
+
+    rcfg = cfg.retriever if isinstance(cfg, ResumeConfig) else (cfg or RetrieverConfig())
+    ecfg = cfg.evaluate if isinstance(cfg, ResumeConfig) else None
+    docs = read_texts(texts)
+    encoder = retriever if isinstance(retriever, Encoder) else Encoder(str(retriever), rcfg, device=device)
+    ids = list(docs)
+    emb = encoder.encode_docs([docs[i] for i in ids])  # (n, dim)
+    if ecfg is not None:
+        # GPU FAISS is a search-time choice; the saved form is always CPU.
+        index = DocIndex.build(ids, emb, ecfg.index, nlist=ecfg.nlist, nprobe=ecfg.nprobe, hnsw_m=ecfg.hnsw_m,
+                               ef_search=ecfg.ef_search, gpu=False)
+    else:
+        index = DocIndex.build(ids, emb, "flat", gpu=False)
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        encoder.save(tmp / "retriever")
+        index.save(tmp / "index")
+        write_jsonl(tmp / "docs.jsonl", ({"_id": i, "summary": docs[i]} for i in ids))
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "dim": int(emb.shape[1]),
+            "n_docs": len(ids),
+            "retriever": {"dir": "retriever", **{k: getattr(rcfg, k) for k in _ENCODER_KEYS}},
+            "index": {"dir": "index", "kind": index.kind, "metric": "inner_product"},
+            "docs": "docs.jsonl",
+            "source": {"retriever": str(retriever if isinstance(retriever, str | Path) else
+                                        getattr(retriever, "name_or_path", type(retriever).__name__)),
+                       "texts": str(texts) if not isinstance(texts, dict) else f"<{len(docs)} texts>",
+                       **(source or {})},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        atomic_write_json(tmp / BUNDLE_FILE, meta)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def bundle_from_run_dir(run_dir: str | Path, out_dir: str | Path, *, cfg: ResumeConfig | None = None,
+                        device: str | None = None) -> Path:
+    """Bundle a run's final retriever over its last summaries (see `last_iteration`).
+
+    A single iteration directory (`retriever/` + `summaries.jsonl`) works too. The encoder settings come
+    from the run's `config.yaml` when present, else `cfg`, else the defaults.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "retriever").is_dir() and (run_dir / "summaries.jsonl").is_file():
+        retriever, summaries = hf_dir(run_dir / "retriever"), run_dir / "summaries.jsonl"
+    else:
+        retriever, summaries = last_iteration(run_dir)
+    if cfg is None:
+        cfg = find_run_config(summaries.parent)
+    return build_retriever_bundle(out_dir, retriever=str(retriever), texts=summaries, cfg=cfg, device=device,
+                                  source={"run_dir": str(run_dir), "summaries": str(summaries)})
+
+
+def find_run_config(path: str | Path) -> ResumeConfig:
+    """The run's resolved config next to a model: `config.yaml` (run directory) or `resume_config.json`
+    (registry artifacts written by `resume.tracking`) in `path`, `path/artifacts` or up to three parents
+    (`<run>/iter_NN/summarizer/model` -> `<run>`); the defaults when there is none."""
+    from resume.config import from_dict, load_config
+
+    p = Path(path).resolve()
+    for d in (p, p / "artifacts", *list(p.parents)[:3]):
+        if (d / "config.yaml").is_file():
+            return load_config(d / "config.yaml")
+        if (d / "resume_config.json").is_file():
+            return from_dict(ResumeConfig, json.loads((d / "resume_config.json").read_text(encoding="utf-8")))
+    return load_config(None)
+
+
+@dataclass
+class LoadedBundle:
+    """A bundle in memory: the encoder, the index (doc ids inside) and the indexed texts."""
+
+    path: Path
+    meta: dict[str, Any]
+    encoder: Any  # resume.retriever.Encoder
+    index: Any  # resume.index.DocIndex
+    texts: list[str]  # index row order, parallel to index.ids
+
+    @property
+    def retriever_config(self) -> RetrieverConfig:
+        return retriever_config(self.meta)
+
+
+def retriever_config(meta: dict[str, Any]) -> RetrieverConfig:
+    known = {k: v for k, v in meta.get("retriever", {}).items() if k in _ENCODER_KEYS}
+    base = asdict(RetrieverConfig())
+    base.update(known)
+    return RetrieverConfig(**base)
+
+
+def read_bundle_meta(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    meta_path = path / BUNDLE_FILE
+    if not meta_path.is_file():
+        raise ModelError(f"{path}: not a retriever bundle ({BUNDLE_FILE} missing)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(str(meta_path), e.lineno, f"not valid JSON: {e.msg}") from None
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{meta_path}: format_version {meta.get('format_version')!r}; this code reads "
+                         f"version {FORMAT_VERSION} (rebuild the bundle with build_retriever_bundle)")
+    return meta
+
+
+def load_bundle(path: str | Path, *, device: str | None = None) -> LoadedBundle:
+    """Load and cross-check a bundle: encoder, FAISS index and docs.jsonl must agree in size and dim."""
+    from resume.index import DocIndex
+    from resume.retriever import Encoder
+
+    path = Path(path)
+    meta = read_bundle_meta(path)
+    rdir = path / meta["retriever"].get("dir", "retriever")
+    if not rdir.is_dir():
+        raise ModelError(f"{rdir}: retriever model directory missing from the bundle")
+    index = DocIndex.load(path / meta["index"].get("dir", "index"))
+    docs_path = path / meta.get("docs", "docs.jsonl")
+    if not docs_path.is_file():
+        raise ModelError(f"{docs_path}: missing from the bundle")
+    by_id = {str(r["_id"]): str(r["summary"]) for r in iter_jsonl(docs_path)}
+    missing = [i for i in index.ids if i not in by_id]
+    if missing or len(by_id) != len(index):
+        raise DataError(str(docs_path), None, f"{len(by_id)} documents for an index of {len(index)} rows "
+                        f"(ids missing from docs.jsonl: {missing[:5]})")
+    encoder = Encoder(str(rdir), retriever_config(meta), device=device)
+    if int(encoder.dim) != index.dim or index.dim != int(meta.get("dim", index.dim)):
+        raise ModelError(f"{path}: encoder dim {encoder.dim} != index dim {index.dim} "
+                         f"(bundle.json says {meta.get('dim')})")
+    return LoadedBundle(path=path, meta=meta, encoder=encoder, index=index, texts=[by_id[i] for i in index.ids])

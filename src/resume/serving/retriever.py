@@ -1,0 +1,285 @@
+"""The retriever predictor: query -> top-k documents over the summary index (a `kserve.Model`).
+
+    resume serve retriever --model runs/demo/bundle --http-port 8080
+    curl -s localhost:8080/v1/models/resume-retriever:predict -d '{"instances": [{"query": "boundary layer", "k": 3}]}'
+
+`load()` resolves `--model` (bundle, run directory or `models:/resume-retriever@champion`, see
+`resume.serving.loading`), loads the encoder, the FAISS index and the indexed texts, encodes one
+warm-up query, and only then sets `self.ready = True`.
+
+Protocols (both on the same model name):
+- v1: `{"instances": [{"query": "...", "k": 10}, "a bare query string", ...]}` ->
+  `{"predictions": [{"doc_ids": [...], "scores": [...], "summaries": [...]}, ...]}`.
+- v2: BYTES input `query` (shape [n] or [n, 1]); optional `k` as a one-element INT input or a request
+  parameter -> outputs `doc_ids` (BYTES [n, k]), `scores` (FP32 [n, k]), `summaries` (BYTES [n, k]).
+
+Concurrent queries (of one request or of many) go through a `MicroBatcher`: one encoder forward pass
+and one FAISS search per batch.
+
+Adding documents without a restart: a second model, `<name>-add`, shares the index:
+- v1: `{"instances": [{"_id": "new-1", "text": "..."}]}` -> `{"predictions": [{"_id", "summary", "summarized",
+  "n_docs"}]}`; v2: BYTES inputs `_id` and `text` of the same length.
+The text is summarised first when the service was started with `--summarizer`, then encoded and
+appended to the index on the batcher's thread (so it is serialised with searches): once the response
+is back, the id is searchable. Additions live in memory (they are lost on restart; rebuild the
+bundle to keep them), and an existing `_id` is rejected with 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import numpy as np
+
+from resume.serving.batching import MicroBatcher
+from resume.serving.protocol import (
+    InferRequest,
+    InvalidInput,
+    check_fields,
+    check_int,
+    check_text,
+    import_kserve,
+    short,
+    type_name,
+    v1_instances,
+    v2_check_inputs,
+    v2_scalar,
+    v2_strings,
+)
+
+kserve = import_kserve()
+InferOutput = kserve.InferOutput
+InferResponse = kserve.InferResponse
+
+QUERY_FIELDS = ("query", "k")
+ADD_FIELDS = ("_id", "text")
+
+
+class RetrieverModel(kserve.Model):
+    """Dense retrieval over a bundle. Options:
+
+    source: bundle dir, run dir, or MLflow URI. device: encoder device (`None` = the encoder's default).
+    max_batch_size / max_wait_ms: micro-batching (1 disables it). default_k, max_k (k is also capped by
+    the number of indexed documents), max_query_chars, max_instances (per request). encode_batch_size:
+    queries per encoder forward pass inside a micro-batch (they are length-sorted first; default 8 on
+    CPU, where less padding pays, the bundle's batch_size on GPU).
+    summarizer: a `SummaryGenerator` (or a source string for one) used to summarise added documents.
+    allow_add: register the `<name>-add` model (see `add_model()`).
+    """
+
+    def __init__(self, name: str, source: str, *, device: str | None = None, max_batch_size: int = 32,
+                 max_wait_ms: float = 2.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
+                 max_doc_chars: int = 100_000, max_instances: int = 256, summarizer: Any = None,
+                 allow_add: bool = True, encode_batch_size: int | None = None):
+        super().__init__(name)
+        self.source = source
+        self.device = device
+        self.max_batch_size, self.max_wait_ms = max_batch_size, max_wait_ms
+        self.default_k, self.max_k = default_k, max_k
+        self.max_query_chars, self.max_doc_chars, self.max_instances = max_query_chars, max_doc_chars, max_instances
+        self.summarizer = summarizer
+        self.allow_add = allow_add
+        self.encode_batch_size = encode_batch_size
+        self.bundle = None
+        self.batcher: MicroBatcher | None = None
+
+    # ---------------------------------------------------------------------------------------- load
+
+    def load(self) -> bool:
+        from resume.serving.bundle import load_bundle
+        from resume.serving.loading import resolve_retriever_source
+
+        path = resolve_retriever_source(self.source, device=self.device)
+        self.bundle = load_bundle(path, device=self.device)
+        enc = self.bundle.encoder
+        enc.encode_queries(["warm-up query"])  # first call pays lazy initialisation
+        if self.encode_batch_size is None:  # CPU: length-sorted passes of 8 pad less than one pass of 32
+            self.encode_batch_size = 8 if str(enc.device) == "cpu" else enc.batch_size
+        self.batcher = MicroBatcher(self._search_batch, max_batch_size=self.max_batch_size,
+                                    max_wait_ms=self.max_wait_ms, name=f"{self.name}-batcher")
+        if isinstance(self.summarizer, str):
+            from resume.serving.summarizer import SummaryGenerator
+
+            self.summarizer = SummaryGenerator(self.summarizer)
+        if self.summarizer is not None and not self.summarizer.loaded:
+            self.summarizer.load()
+        self.ready = True
+        return self.ready
+
+    def stop(self):
+        if self.batcher is not None:
+            self.batcher.close()
+        super().stop()
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.bundle.index)
+
+    @property
+    def k_limit(self) -> int:
+        return max(1, min(self.max_k, self.n_docs))
+
+    def _k(self, v: Any, where: str) -> int:
+        why = f" (max_k {self.max_k}, index size {self.n_docs})"
+        return check_int(v, where, 1, self.k_limit, why)
+
+    # ------------------------------------------------------------------------------ search (batched)
+
+    def _search_batch(self, items: list[tuple[str, int]]) -> list[list[tuple[str, float, str]]]:
+        """Runs on the batcher thread: encode all queries once, search once at the largest k."""
+        b = self.bundle
+        emb = b.encoder.encode_queries([q for q, _ in items], batch_size=self.encode_batch_size)  # (n, dim)
+        scores, idx = b.index.search_arrays(emb, max(k for _, k in items))  # (n, kmax)
+        out = []
+        for (_, k), srow, irow in zip(items, scores, idx):
+            out.append([(b.index.ids[j], float(s), b.texts[j]) for s, j in zip(srow[:k], irow[:k]) if j >= 0])
+        return out
+
+    async def search(self, queries: list[tuple[str, int]]) -> list[list[tuple[str, float, str]]]:
+        return list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
+
+    # ----------------------------------------------------------------------------------- protocols
+
+    def _parse_v1(self, payload: Any) -> list[tuple[str, int]]:
+        out = []
+        for i, inst in enumerate(v1_instances(payload, max_instances=self.max_instances)):
+            where = f"instances[{i}]"
+            if isinstance(inst, str):
+                inst = {"query": inst}
+            if not isinstance(inst, dict):
+                raise InvalidInput(f'{where}: expected an object {{"query": ..., "k": ...}} or a query string, '
+                                   f"got {type_name(inst)} {short(inst)}")
+            if "add" in inst:
+                raise InvalidInput(f"{where}: documents are added through the model {self.name}-add "
+                                   f'({{"instances": [{{"_id": ..., "text": ...}}]}})')
+            check_fields(inst, where, QUERY_FIELDS)
+            if "query" not in inst:
+                raise InvalidInput(f"{where}: missing field 'query'")
+            q = check_text(inst["query"], f"{where}.query", max_chars=self.max_query_chars, what="query")
+            k = self._k(inst.get("k", self.default_k), f"{where}.k")
+            out.append((q, k))
+        return out
+
+    def _parse_v2(self, req: InferRequest) -> tuple[list[tuple[str, int]], int]:
+        v2_check_inputs(req, QUERY_FIELDS)
+        qs = v2_strings(req, "query", max_items=self.max_instances)
+        k = self._k(v2_scalar(req, "k", self.default_k), "k")
+        out = [(check_text(q, f"query[{i}]", max_chars=self.max_query_chars, what="query"), k)
+               for i, q in enumerate(qs)]
+        return out, k
+
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+        if isinstance(payload, InferRequest):
+            queries, k = self._parse_v2(payload)
+            hits = await self.search(queries)
+            n = len(hits)
+            ids = np.full((n, k), "", dtype=object)
+            scores = np.zeros((n, k), dtype=np.float32)
+            texts = np.full((n, k), "", dtype=object)
+            for r, row in enumerate(hits):  # approximate indexes may return fewer than k: padded with ""/0
+                for c, (d, s, t) in enumerate(row):
+                    ids[r, c], scores[r, c], texts[r, c] = d, s, t
+            outputs = [InferOutput("doc_ids", [n, k], "BYTES", ids.reshape(-1).tolist()),
+                       InferOutput("scores", [n, k], "FP32", scores.reshape(-1).tolist()),
+                       InferOutput("summaries", [n, k], "BYTES", texts.reshape(-1).tolist())]
+            return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                                 infer_outputs=outputs)
+        hits = await self.search(self._parse_v1(payload))
+        return {"predictions": [{"doc_ids": [h[0] for h in row], "scores": [h[1] for h in row],
+                                 "summaries": [h[2] for h in row]} for row in hits]}
+
+    # ------------------------------------------------------------------------------- adding documents
+
+    def _has(self, doc_id: str) -> bool:
+        index = self.bundle.index
+        pos = getattr(index, "_pos", None)  # DocIndex's id -> row map
+        return doc_id in pos if pos is not None else doc_id in index.ids
+
+    def _add_batch(self, ids: list[str], texts: list[str]) -> int:
+        """Runs on the batcher thread (serialised with searches): encode and append."""
+        b = self.bundle
+        dup = [i for i in ids if self._has(i)]
+        if dup:  # re-checked here: a concurrent request may have added it since `add_documents` looked
+            raise InvalidInput(f"_id {dup[0]!r} is already indexed; ids must be new")
+        emb = b.encoder.encode_docs(texts)  # (n, dim)
+        b.index.add(ids, emb)
+        b.texts.extend(texts)
+        return len(b.index)
+
+    async def add_documents(self, docs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        ids = [d for d, _ in docs]
+        seen: set[str] = set()
+        for i, d in enumerate(ids):
+            if d in seen:
+                raise InvalidInput(f"instances[{i}]._id: {d!r} appears twice in the request")
+            if self._has(d):
+                raise InvalidInput(f"instances[{i}]._id: {d!r} is already indexed; ids must be new")
+            seen.add(d)
+        texts = [t for _, t in docs]
+        summarized = self.summarizer is not None
+        if summarized:
+            texts = [r["summary"] for r in await self.summarizer.summarize(texts)]
+        n = await self.batcher.run(lambda: self._add_batch(ids, texts))
+        return [{"_id": d, "summary": t, "summarized": summarized, "n_docs": n} for d, t in zip(ids, texts)]
+
+    def _parse_add_v1(self, payload: Any) -> list[tuple[str, str]]:
+        out = []
+        for i, inst in enumerate(v1_instances(payload, max_instances=self.max_instances)):
+            where = f"instances[{i}]"
+            if not isinstance(inst, dict):
+                raise InvalidInput(f'{where}: expected an object {{"_id": ..., "text": ...}}, got {type_name(inst)}')
+            check_fields(inst, where, ADD_FIELDS)
+            for f in ADD_FIELDS:
+                if f not in inst:
+                    raise InvalidInput(f"{where}: missing field {f!r}")
+            out.append(self._check_doc(inst["_id"], inst["text"], where))
+        return out
+
+    def _check_doc(self, doc_id: Any, text: Any, where: str) -> tuple[str, str]:
+        if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+            doc_id = str(doc_id)
+        doc_id = check_text(doc_id, f"{where}._id", max_chars=256, what="_id").strip()
+        text = check_text(text, f"{where}.text", max_chars=self.max_doc_chars, what="text")
+        return doc_id, text
+
+    def add_model(self) -> RetrieverAddModel:
+        return RetrieverAddModel(f"{self.name}-add", self)
+
+
+class RetrieverAddModel(kserve.Model):
+    """`<name>-add`: documents in (v1 instances {"_id", "text"} or v2 BYTES `_id` + `text`), appended to
+    the retriever's index; ready exactly when the retriever is."""
+
+    def __init__(self, name: str, retriever: RetrieverModel):
+        super().__init__(name)
+        self.retriever = retriever
+        self.ready = retriever.ready
+
+    def load(self) -> bool:
+        self.ready = self.retriever.ready
+        return self.ready
+
+    async def healthy(self) -> bool:
+        return self.retriever.ready
+
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+        r = self.retriever
+        if isinstance(payload, InferRequest):
+            v2_check_inputs(payload, ADD_FIELDS)
+            ids = v2_strings(payload, "_id", max_items=r.max_instances)
+            texts = v2_strings(payload, "text", max_items=r.max_instances)
+            if len(ids) != len(texts):
+                raise InvalidInput(f"inputs '_id' ({len(ids)} items) and 'text' ({len(texts)} items) differ in length")
+            docs = [r._check_doc(d, t, f"[{i}]") for i, (d, t) in enumerate(zip(ids, texts))]
+            res = await r.add_documents(docs)
+            n = len(res)
+            outputs = [InferOutput("_id", [n], "BYTES", [x["_id"] for x in res]),
+                       InferOutput("summary", [n], "BYTES", [x["summary"] for x in res]),
+                       InferOutput("n_docs", [1], "INT64", [res[-1]["n_docs"]])]
+            return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                                 infer_outputs=outputs)
+        return {"predictions": await r.add_documents(r._parse_add_v1(payload))}

@@ -1,0 +1,483 @@
+"""Serving: the retriever bundle, real `resume serve` processes (kserve ModelServer) on free loopback ports,
+the MLflow registry by alias, the micro-batcher, and the summarizer predictor.
+
+    .venv/bin/pytest tests/test_serving.py -x -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from resume.config import load_config
+from resume.serving.bundle import build_retriever_bundle, bundle_from_run_dir, load_bundle, read_bundle_meta
+from resume.serving.process import ServerProcess, free_port, wait_http
+
+N_DOCS = 40
+MAX_K = 20
+MAX_BODY = 20_000
+NAME = "resume-retriever"
+
+
+def _doc_text(d: dict) -> str:
+    return f"{d['title']}. {d['text']}".strip() if d.get("title") else d["text"].strip()
+
+
+@pytest.fixture(scope="module")
+def texts(cranfield_dir) -> dict[str, str]:
+    out = {}
+    with open(cranfield_dir / "corpus.jsonl", encoding="utf-8") as f:
+        for line in f:
+            d = json.loads(line)
+            out[d["_id"]] = _doc_text(d)[:600]
+            if len(out) == N_DOCS:
+                break
+    return out
+
+
+@pytest.fixture(scope="module")
+def queries(cranfield_dir) -> list[str]:
+    with open(cranfield_dir / "queries.jsonl", encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line, _ in zip(f, range(6))]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory, texts) -> Path:
+    cfg = load_config(None, ["retriever.model=tiny-encoder", "retriever.max_length=64"])
+    return build_retriever_bundle(tmp_path_factory.mktemp("bundle") / "bundle", retriever="tiny-encoder", texts=texts,
+                                  cfg=cfg, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def library(bundle_dir):
+    """The same bundle loaded in the test process: the reference ranking."""
+    return load_bundle(bundle_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server(bundle_dir):
+    srv = ServerProcess(["serve", "retriever", "--model", str(bundle_dir), "--device", "cpu", "--max-k", str(MAX_K),
+                         "--max-body-bytes", str(MAX_BODY), "--no-access-log"])
+    with srv:
+        yield srv
+
+
+def _lib_search(library, qs: list[str], k: int) -> list[list[tuple[str, float]]]:
+    return library.index.search(library.encoder.encode_queries(qs), k)
+
+
+def _predict(url: str, body, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/v1/models/{NAME}:predict", json=body, timeout=30, **kw)
+
+
+# ------------------------------------------------------------------------------------------- bundle
+
+
+def test_bundle_format(bundle_dir, texts):
+    meta = read_bundle_meta(bundle_dir)
+    assert meta["format"] == "resume-retriever-bundle" and meta["format_version"] == 1
+    assert meta["n_docs"] == N_DOCS and meta["dim"] == 32 and meta["index"]["kind"] == "flat"
+    assert meta["retriever"]["max_length"] == 64 and meta["retriever"]["pooling"] == "mean"
+    assert (bundle_dir / "retriever" / "config.json").is_file()
+    assert (bundle_dir / "index" / "index.faiss").is_file()
+    rows = [json.loads(x) for x in (bundle_dir / "docs.jsonl").read_text().splitlines()]
+    ids = json.loads((bundle_dir / "index" / "ids.json").read_text())["ids"]
+    assert [r["_id"] for r in rows] == ids == list(texts)
+    assert all(r["summary"] == texts[r["_id"]] for r in rows)
+    # no temporary directories left next to it
+    assert [p.name for p in bundle_dir.parent.iterdir()] == ["bundle"]
+
+
+def test_bundle_from_run_dir_and_bad_input(tmp_path, bundle_dir, texts):
+    from resume.errors import DataError, ModelError
+    from resume.serving.loading import resolve_retriever_source
+
+    run = tmp_path / "run"
+    it = run / "iter_02"
+    (it / "retriever").mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(bundle_dir / "retriever", it / "retriever" / "model")  # finetune layout: retriever/model/
+    (run / "iter_01").mkdir()  # an older, unfinished iteration is skipped
+    rows = [{"_id": k, "summary": v[:80], "completion": "x", "n_tokens": 3} for k, v in list(texts.items())[:10]]
+    (it / "summaries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = bundle_from_run_dir(run, tmp_path / "b", cfg=load_config(None, ["retriever.max_length=64"]))
+    meta = read_bundle_meta(out)
+    assert meta["n_docs"] == 10 and meta["source"]["summaries"].endswith("iter_02/summaries.jsonl")
+    # registry artifacts (pyfunc layout: <model>/artifacts/bundle/) are searched for the bundle
+    nested = tmp_path / "dl" / "artifacts"
+    nested.mkdir(parents=True)
+    shutil.copytree(out, nested / "bundle")
+    assert resolve_retriever_source(tmp_path / "dl") == nested / "bundle"
+    with pytest.raises(ModelError, match="neither a retriever bundle"):  # no wide search of local dirs
+        resolve_retriever_source(tmp_path)
+    with pytest.raises(ModelError, match="neither a retriever bundle"):
+        resolve_retriever_source(tmp_path / "dl" / "artifacts" / "bundle" / "index")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "1", "summary": "a"}\n{"_id": "1", "summary": "b"}\n')
+    with pytest.raises(DataError, match="duplicate _id"):
+        build_retriever_bundle(tmp_path / "nope", retriever=str(bundle_dir / "retriever"), texts=bad)
+    assert not (tmp_path / "nope").exists()
+
+
+# -------------------------------------------------------------------------------------- micro-batcher
+
+
+def test_micro_batcher_batches_and_survives_errors():
+    from resume.serving.batching import MicroBatcher
+
+    calls: list[list[int]] = []
+
+    def fn(items):
+        calls.append(list(items))
+        if -1 in items:
+            raise ValueError("boom")
+        time.sleep(0.01)
+        return [i * 10 for i in items]
+
+    async def main(max_bs):
+        b = MicroBatcher(fn, max_batch_size=max_bs, max_wait_ms=5)
+        res = await asyncio.gather(*(b.submit(i) for i in range(20)))
+        with pytest.raises(ValueError, match="boom"):
+            await b.submit(-1)
+        after = await b.submit(7)  # the worker keeps going after a failed batch
+        b.close()
+        return res, after, b
+
+    res, after, b = asyncio.run(main(8))
+    assert res == [i * 10 for i in range(20)] and after == 70
+    assert max(len(c) for c in calls) == 8 and b.mean_batch_size > 1
+    calls.clear()
+    res, _, b = asyncio.run(main(1))
+    assert res == [i * 10 for i in range(20)] and all(len(c) == 1 for c in calls)
+
+
+# ------------------------------------------------------------------------------------ real server: v1/v2
+
+
+def test_server_ranking_matches_library(server, library, queries):
+    import kserve
+
+    k = 5
+    expected = _lib_search(library, queries, k)
+    # raw HTTP, v1 (objects and bare strings)
+    r = _predict(server.url, {"instances": [{"query": q, "k": k} for q in queries[:3]] + queries[3:]})
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    for q, p, exp in zip(queries, preds, expected):
+        kk = k if q in queries[:3] else 10
+        assert p["doc_ids"][:k] == [d for d, _ in exp], q
+        assert np.allclose(p["scores"][:k], [s for _, s in exp], atol=1e-5)
+        assert len(p["doc_ids"]) == kk and p["summaries"][0] == library.texts[library.index.ids.index(p["doc_ids"][0])]
+
+    async def with_kserve_client():
+        v1 = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v1", retries=0, timeout=30))
+        v2 = kserve.InferenceRESTClient(kserve.RESTConfig(protocol="v2", retries=0, timeout=30))
+        r1 = await v1.infer(server.url, {"instances": [{"query": queries[0], "k": k}]}, model_name=NAME)
+        req = kserve.InferRequest(model_name=NAME, infer_inputs=[
+            kserve.InferInput("query", [len(queries)], "BYTES", list(queries))], parameters={"k": k})
+        r2 = await v2.infer(server.url, req, model_name=NAME)
+        return r1, r2
+
+    r1, r2 = asyncio.run(with_kserve_client())
+    assert r1["predictions"][0]["doc_ids"] == [d for d, _ in expected[0]]
+    ids = r2.get_output_by_name("doc_ids")
+    assert ids.shape == [len(queries), k]
+    got = [[x.decode() if isinstance(x, bytes) else x for x in row] for row in ids.as_numpy().tolist()]
+    assert got == [[d for d, _ in exp] for exp in expected]
+    assert np.allclose(r2.get_output_by_name("scores").as_numpy(), [[s for _, s in e] for e in expected], atol=1e-5)
+    # readiness and metadata endpoints of kserve
+    assert httpx.get(f"{server.url}/v1/models/{NAME}").json()["ready"] is True
+    assert httpx.get(f"{server.url}/v2/models/{NAME}/ready").status_code == 200
+
+
+def test_server_concurrent_requests_are_batched(server, library, queries):
+    expected = [[d for d, _ in row] for row in _lib_search(library, queries, 3)]
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+            rs = await asyncio.gather(*(c.post(f"/v1/models/{NAME}:predict",
+                                               json={"instances": [{"query": queries[i % len(queries)], "k": 3}]})
+                                        for i in range(24)))
+            return [r.json()["predictions"][0]["doc_ids"] for r in rs]
+
+    got = asyncio.run(burst())
+    assert got == [expected[i % len(queries)] for i in range(24)]
+    # one request with many instances is one micro-batch: the batch-size histogram shows a batch > 1
+    assert _predict(server.url, {"instances": [{"query": q, "k": 3} for q in queries * 3]}).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics").text
+    counts = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith("resume_batch_size_bucket") and "resume-retriever-batcher" in line}
+    assert counts["+Inf"] > counts["1.0"], counts  # at least one batch with more than one query
+
+
+LONG = "x" * (MAX_BODY + 10)
+BAD_V1 = [
+    ({"instances": [{"k": 3}]}, 400, "missing field 'query'"),
+    ({"instances": [{"query": 5}]}, 400, "instances[0].query: expected a string, got integer"),
+    ({"instances": [{"query": ["a"]}]}, 400, "expected a string, got list"),
+    ({"instances": [{"query": "   "}]}, 400, "empty query"),
+    ({"instances": [{"query": "lift", "k": 0}]}, 400, "instances[0].k: must be an integer in 1..20"),
+    ({"instances": [{"query": "lift", "k": -3}]}, 400, "got -3"),
+    ({"instances": [{"query": "lift", "k": MAX_K + 1}]}, 400, "must be an integer in 1..20"),
+    ({"instances": [{"query": "lift", "k": "5"}]}, 400, "k: expected an integer, got string"),
+    ({"instances": [{"query": "lift", "kk": 5}]}, 400, "unknown field 'kk'"),
+    ({"instances": "lift"}, 400, "be a list"),  # kserve checks this one itself
+    ({"instances": []}, 400, '"instances" is empty'),
+    ({"queries": ["lift"]}, 400, 'missing field "instances"'),
+    ([1, 2], 400, "must be a JSON object"),
+    ({"instances": [LONG]}, 413, f"the limit is {MAX_BODY} bytes"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", BAD_V1, ids=[m[:30] for _, _, m in BAD_V1])
+def test_server_bad_v1_requests(server, body, status, message):
+    r = _predict(server.url, body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_server_bad_requests_other(server, queries):
+    url = server.url
+    # invalid JSON, with and without a JSON content type
+    r = httpx.post(f"{url}/v1/models/{NAME}:predict", content=b'{"instances": [', timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "Unrecognized request format" in r.json()["error"]
+    r = httpx.post(f"{url}/v1/models/{NAME}:predict", content=b"{not json", timeout=30,
+                   headers={"content-type": "text/plain"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    r = httpx.post(f"{url}/v2/models/{NAME}/infer", content=b"{not json", timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON decode error" in r.text
+    # unknown model name, v1 and v2
+    r = httpx.post(f"{url}/v1/models/nope:predict", json={"instances": ["lift"]}, timeout=30)
+    assert r.status_code == 404 and "nope does not exist" in r.json()["error"]
+    r = httpx.post(f"{url}/v2/models/nope/infer", timeout=30,
+                   json={"inputs": [{"name": "query", "datatype": "BYTES", "shape": [1], "data": ["x"]}]})
+    assert r.status_code == 404
+    # v2: wrong datatype, unknown input, missing input, bad k, empty query, oversized chunked body
+
+    def v2(inputs, **params):
+        return httpx.post(f"{url}/v2/models/{NAME}/infer", json={"inputs": inputs, "parameters": params}, timeout=30)
+
+    q = {"name": "query", "datatype": "BYTES", "shape": [1], "data": ["lift"]}
+    for resp, msg in [
+        (v2([{**q, "datatype": "INT32", "data": [1]}]), "datatype must be BYTES"),
+        (v2([q, {"name": "top", "datatype": "INT32", "shape": [1], "data": [1]}]), "unknown input 'top'"),
+        (v2([{"name": "k", "datatype": "INT32", "shape": [1], "data": [3]}]), "missing input 'query'"),
+        (v2([q], k=0), "k: must be an integer in 1..20"),
+        (v2([q], k=10**6), "must be an integer in 1..20"),
+        (v2([{**q, "data": [""]}]), "query[0]: empty query"),
+        (v2([{**q, "shape": [2]}]), "does not match"),
+    ]:
+        assert resp.status_code == 400, resp.text
+        assert msg in resp.json()["error"]
+
+    def chunks():
+        yield b'{"instances": ["'
+        for _ in range(MAX_BODY // 1000 + 1):
+            yield b"y" * 1000
+        yield b'"]}'
+
+    r = httpx.post(f"{url}/v1/models/{NAME}:predict", content=chunks(), timeout=30)
+    assert r.status_code == 413
+    # the server still answers
+    r = _predict(url, {"instances": [{"query": queries[0], "k": 2}]})
+    assert r.status_code == 200 and len(r.json()["predictions"][0]["doc_ids"]) == 2
+
+
+def test_server_add_documents(server):
+    url = server.url
+    text = "magnetohydrodynamic scramjet inlet unstart under ablation"
+    r = httpx.post(f"{url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "new-1", "text": text}]},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    p = r.json()["predictions"][0]
+    assert p["_id"] == "new-1" and p["summary"] == text and p["summarized"] is False and p["n_docs"] == N_DOCS + 1
+    top = _predict(url, {"instances": [{"query": text, "k": 1}]}).json()["predictions"][0]
+    assert top["doc_ids"] == ["new-1"] and top["summaries"] == [text]
+    r = httpx.post(f"{url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "new-1", "text": "again"}]})
+    assert r.status_code == 400 and "already indexed" in r.json()["error"]
+    r = httpx.post(f"{url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "new-2"}]})
+    assert r.status_code == 400 and "missing field 'text'" in r.json()["error"]
+    r = httpx.post(f"{url}/v2/models/{NAME}-add/infer", timeout=30, json={"inputs": [
+        {"name": "_id", "datatype": "BYTES", "shape": [1], "data": ["new-3"]},
+        {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["cryogenic propellant sloshing"]}]})
+    assert r.status_code == 200, r.text
+    top = _predict(url, {"instances": [{"query": "cryogenic propellant sloshing", "k": 1}]}).json()
+    assert top["predictions"][0]["doc_ids"] == ["new-3"]
+
+
+# ------------------------------------------------------------------------------------ MLflow registry
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    port = free_port()
+    store = tmp_path / "mlflow"
+    store.mkdir()
+    exe = Path(sys.executable).parent / "mlflow"
+    proc = subprocess.Popen([str(exe), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                             "--artifacts-destination", str(store / "artifacts"), "--serve-artifacts"],
+                            stdout=open(tmp_path / "mlflow.log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)  # its own process group: uvicorn + job runner children
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=120, proc=proc, log=tmp_path / "mlflow.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def test_registry_roundtrip_sqlite(bundle_dir, tmp_path, monkeypatch):
+    """log_retriever_bundle -> models:/resume-retriever@champion -> the same bundle (no server process)."""
+    from resume.errors import ModelError
+    from resume.serving.loading import log_retriever_bundle, resolve_retriever_source
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    reg = log_retriever_bundle(bundle_dir, tracking_uri=uri, artifact_location=(tmp_path / "art").as_uri())
+    assert reg["model_uri"] == "models:/resume-retriever@champion" and reg["version"] == "1"
+    reg2 = log_retriever_bundle(bundle_dir, tracking_uri=uri)  # a second version takes the alias
+    assert reg2["version"] == "2"
+    local = resolve_retriever_source("models:/resume-retriever@champion")
+    assert read_bundle_meta(local)["n_docs"] == N_DOCS
+    assert (local / "docs.jsonl").read_text() == (bundle_dir / "docs.jsonl").read_text()
+    with pytest.raises(ModelError, match="models:/resume-retriever@nope: cannot download"):
+        resolve_retriever_source("models:/resume-retriever@nope")
+
+
+@pytest.mark.slow
+def test_serve_from_mlflow_registry_alias(mlflow_server, bundle_dir, library, queries, tmp_path, monkeypatch):
+    from resume.serving.loading import download_model_uri, log_retriever_bundle
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    reg = log_retriever_bundle(bundle_dir, tracking_uri=mlflow_server, experiment="serving-test")  # server-side artifacts
+    assert reg["model_uri"] == "models:/resume-retriever@champion" and reg["version"] == "1"
+    local = download_model_uri("models:/resume-retriever@champion", dst_path=tmp_path / "dl")
+    assert read_bundle_meta(local)["n_docs"] == N_DOCS
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    with ServerProcess(["serve", "retriever", "--model", "models:/resume-retriever@champion", "--device", "cpu",
+                        "--no-access-log", "--read-only"], env=env, grpc=True) as srv:
+        r = _predict(srv.url, {"instances": [{"query": q, "k": 4} for q in queries]})
+        assert r.status_code == 200, r.text
+        expected = _lib_search(library, queries, 4)
+        assert [p["doc_ids"] for p in r.json()["predictions"]] == [[d for d, _ in e] for e in expected]
+        # the same over gRPC (v2), k as a request parameter
+        import kserve
+
+        async def grpc_call():
+            client = kserve.InferenceGRPCClient(url=srv.grpc_target, timeout=30)
+            req = kserve.InferRequest(model_name=NAME, parameters={"k": 4}, infer_inputs=[
+                kserve.InferInput("query", [len(queries)], "BYTES", list(queries))])
+            return await client.infer(req)
+
+        ids = asyncio.run(grpc_call()).get_output_by_name("doc_ids").as_numpy().tolist()
+        assert [[x.decode() for x in row] for row in ids] == [[d for d, _ in e] for e in expected]
+        # --read-only: no add model
+        r = httpx.post(f"{srv.url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "a", "text": "b"}]})
+        assert r.status_code == 404
+    # a missing alias is a one-line error and exit code 2, not a traceback
+    p = subprocess.run([sys.executable, "-m", "resume.cli", "serve", "retriever", "--model",
+                        "models:/resume-retriever@nope", "--http-port", str(free_port()), "--grpc-port", "0"],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: models:/resume-retriever@nope"), p.stderr
+    assert "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------------------------------- summarizer
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg():
+    return load_config(None, ["summarizer.model=tiny-causal-lm", "summarizer.max_new_tokens=12",
+                              "summarizer.max_doc_tokens=64", "summarizer.batch_size=4", "device=cpu"])
+
+
+def test_summarizer_predictor_in_process(tiny_cfg):
+    from kserve import InferInput, InferRequest
+    from kserve.errors import InvalidInput
+
+    from resume.serving.summarizer import SummarizerModel, reasoning_of
+
+    assert reasoning_of("<think>plan</think> the summary", "</think>") == "plan"
+    assert reasoning_of("no separator", "</think>") is None
+    m = SummarizerModel("resume-summarizer", "tiny-causal-lm", cfg=tiny_cfg, device="cpu", max_chars=500)
+    assert m.load() and m.ready
+
+    async def run():
+        out1 = await m.predict({"instances": [{"document": "wing flutter at transonic speed"},
+                                              {"document": "shock wave boundary layer", "return_reasoning": True}]})
+        req = InferRequest(model_name="resume-summarizer", infer_inputs=[
+            InferInput("document", [2], "BYTES", ["wing flutter at transonic speed", "heat transfer"])],
+            parameters={"return_reasoning": True})
+        out2 = await m.predict(req)
+        errors = []
+        for bad in ({"instances": [{"document": "x" * 501}]}, {"instances": [{"doc": "x"}]},
+                    {"instances": [{"document": "x", "return_reasoning": "yes"}]}, {"instances": [{"document": ""}]}):
+            with pytest.raises(InvalidInput) as e:
+                await m.predict(bad)
+            errors.append(str(e.value))
+        m.stop()
+        return out1, out2, errors
+
+    out1, out2, errors = asyncio.run(run())
+    p0, p1 = out1["predictions"]
+    assert isinstance(p0["summary"], str) and "reasoning" not in p0 and "reasoning" in p1
+    assert "</think>" not in p0["summary"]
+    assert out2.get_output_by_name("summary").data[0] == p0["summary"]  # greedy: same text for the same document
+    assert out2.get_output_by_name("reasoning") is not None
+    assert "501 characters; at most 500" in errors[0] and "unknown field 'doc'" in errors[1]
+    assert "expected true or false" in errors[2] and "empty document" in errors[3]
+
+
+def test_retriever_adds_are_summarised(bundle_dir, tiny_cfg):
+    from resume.serving.retriever import RetrieverModel
+    from resume.serving.summarizer import SummaryGenerator
+
+    gen = SummaryGenerator("tiny-causal-lm", tiny_cfg, device="cpu")
+    m = RetrieverModel("r", str(bundle_dir), device="cpu", summarizer=gen)
+    m.load()
+
+    async def run():
+        added = await m.add_model().predict({"instances": [{"_id": "s-1", "text": "supersonic inlet buzz"}]})
+        expect = (await gen.summarize(["supersonic inlet buzz"]))[0]["summary"]
+        hits = await m.predict({"instances": [{"query": expect or "x", "k": m.n_docs}]})
+        m.stop()
+        gen.close()
+        return added, expect, hits
+
+    added, expect, hits = asyncio.run(run())
+    p = added["predictions"][0]
+    assert p["summarized"] is True and p["summary"] == expect and p["n_docs"] == N_DOCS + 1
+    assert "s-1" in hits["predictions"][0]["doc_ids"]
+
+
+@pytest.mark.slow
+def test_summarizer_server_process(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("summarizer:\n  max_new_tokens: 12\n  max_doc_tokens: 64\n")
+    with ServerProcess(["serve", "summarizer", "--model", "tiny-causal-lm", "--config", str(cfg), "--device", "cpu",
+                        "--max-chars", "1000", "--no-access-log"]) as srv:
+        r = httpx.post(f"{srv.url}/v1/models/resume-summarizer:predict", timeout=60,
+                       json={"instances": ["lift of a wing", {"document": "drag", "return_reasoning": True}]})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["predictions"]) == 2 and "reasoning" in r.json()["predictions"][1]
+        r = httpx.post(f"{srv.url}/v1/models/resume-summarizer:predict", json={"instances": ["x" * 1001]})
+        assert r.status_code == 400 and "at most 1000" in r.json()["error"]
