@@ -1,0 +1,65 @@
+"""KFP component evaluate: index the served texts with FAISS, search a split, compute trec_eval metrics.
+
+    python components/evaluate/component.py   # writes components/evaluate/component.yaml
+
+Without `summaries` it indexes the full documents (the Baseline when `retriever_in` is absent too).
+"""
+
+import os
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+RESUME_IMAGE = os.environ.get("RESUME_IMAGE", "ghcr.io/resume-project/resume:0.1.0")
+
+
+@dsl.component(base_image=RESUME_IMAGE, install_kfp_package=False)
+def evaluate(
+    config: Input[Artifact],
+    data: Input[Dataset],
+    metrics: Output[Metrics],
+    eval_dir: Output[Artifact],
+    retriever_in: Input[Model] = None,
+    summaries: Input[Dataset] = None,
+    split: str = "test",
+    iteration: int = 0,
+    parent_run_id: str = "",
+) -> float:
+    """Evaluate a retriever over documents or summaries; returns MRR@10.
+
+    Args:
+        config: resolved run config (YAML).
+        data: the working set (BEIR dir) from resolve-config.
+        metrics: mrr@10, ndcg@10, recall@100, recall@1000 (also as JSON in the file).
+        eval_dir: run.trec + metrics.json, as `resume evaluate` writes them.
+        retriever_in: g_t (absent = the config's original retriever).
+        summaries: S_t (absent = full documents).
+        split: qrels split to evaluate ('dev' for early stopping, 'test' for the table).
+        iteration: 0 = baseline, t >= 1 = iteration t (MLflow run name and step).
+        parent_run_id: MLflow parent run ('' = none).
+    """
+    from resume import kfp_ops
+
+    cfg = kfp_ops.stage_config(config.path, data.path)
+    retriever = (kfp_ops.model_path(retriever_in.path, retriever_in.metadata) if retriever_in
+                 else cfg.retriever.model)
+    name = f"evaluate-{split}-" + (f"iter{iteration:02d}" if iteration else "baseline")
+    params = {"iteration": iteration, "split": split, "retriever": retriever,
+              "texts": "summaries" if summaries else "documents",
+              **{f"evaluate.{k}": v for k, v in vars(cfg.evaluate).items()}}
+    with kfp_ops.child_run(parent_run_id, name, cfg.tracking.experiment, params) as ml:
+        from resume.evaluate import evaluate_retrieval
+
+        values = evaluate_retrieval(cfg, data_dir=cfg.data.path, split=split, retriever=retriever,
+                                    texts=summaries.path if summaries else None, out_dir=eval_dir.path)
+        kfp_ops.log_metrics(ml, values, step=iteration)
+        kfp_ops.write_metrics(metrics, values)
+    return float(values[kfp_ops.PRIMARY_METRIC])
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from kfp import compiler
+
+    compiler.Compiler().compile(evaluate, str(Path(__file__).with_name("component.yaml")))

@@ -1,0 +1,86 @@
+"""KFP component grpo-train: GRPO round of the summarizer, on a KubeRay cluster or in-process.
+
+    python components/grpo_train/component.py   # writes components/grpo_train/component.yaml
+
+`ray_address`: '' runs `resume.grpo.grpo_train` in the task's pod (the config's launcher);
+'local' starts Ray inside the pod and trains with `grpo.launcher=ray` (what tests use);
+'http://<head-svc>:8265' submits `resume grpo-train ...` to the KubeRay cluster through Ray's
+job-submission API, streams its logs, fails when the job fails, and copies the trained model from
+`shared_dir` (a volume both sides mount) into the output artifact.
+"""
+
+import os
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+RESUME_IMAGE = os.environ.get("RESUME_IMAGE", "ghcr.io/resume-project/resume:0.1.0")
+
+
+@dsl.component(base_image=RESUME_IMAGE, install_kfp_package=False)
+def grpo_train(
+    config: Input[Artifact],
+    data: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    summarizer_in: Input[Model] = None,
+    retriever_in: Input[Model] = None,
+    iteration: int = 1,
+    ray_address: str = "",
+    shared_dir: str = "",
+    parent_run_id: str = "",
+):
+    """Train f_t = GRPO(f_{t-1}, reward model g_{t-1}); writes the HF model dir and reward_log.jsonl.
+
+    Args:
+        config: resolved run config (YAML) from resolve-config.
+        data: the working set (BEIR dir) from resolve-config.
+        model: output summarizer model directory.
+        metrics: reward_mean (mean over steps of the per-step mean reward) and steps.
+        summarizer_in / retriever_in: f_{t-1} and g_{t-1}; absent = the config's initial models.
+        iteration: 1-based iteration number (names the MLflow child run).
+        ray_address: '', 'local', or the KubeRay head's job-submission URL.
+        shared_dir: volume mounted in this pod and in the Ray pods (remote Ray only).
+        parent_run_id: MLflow parent run of the pipeline run ('' = no parent).
+    """
+    from resume import kfp_ops, ray_jobs
+
+    cfg = kfp_ops.stage_config(config.path, data.path)
+    summarizer = (kfp_ops.model_path(summarizer_in.path, summarizer_in.metadata) if summarizer_in
+                  else cfg.summarizer.model)
+    retriever = (kfp_ops.model_path(retriever_in.path, retriever_in.metadata) if retriever_in
+                 else cfg.retriever.model)
+    params = {"iteration": iteration, "summarizer": summarizer, "retriever": retriever,
+              "ray_address": ray_address or "in-process", **{f"grpo.{k}": v for k, v in vars(cfg.grpo).items()}}
+    with kfp_ops.child_run(parent_run_id, f"grpo-train-iter{iteration:02d}", cfg.tracking.experiment,
+                           params) as ml:
+        if ray_jobs.is_remote(ray_address):
+            returned = ray_jobs.run_stage_on_cluster(
+                ray_address, stage="grpo-train", shared_dir=shared_dir, cfg=cfg,
+                data_dir=cfg.data.path, summarizer=summarizer, retriever=retriever, dest=model.path)
+            returned = kfp_ops.model_path(returned)
+        else:
+            from resume.grpo import grpo_train as train
+
+            if ray_address:
+                cfg.grpo.launcher, cfg.grpo.ray_address = "ray", ray_address
+            returned = train(cfg, data_dir=cfg.data.path, summarizer=summarizer, retriever=retriever,
+                             out_dir=model.path)
+        kfp_ops.record_model_dir(model, returned)
+        rows = kfp_ops.read_reward_log(model.path)
+        for i, row in enumerate(rows):
+            kfp_ops.log_metrics(ml, row, step=int(row.get("step", i)))
+        mean = kfp_ops.reward_mean(rows)
+        values = {"steps": len(rows), "iteration": iteration}
+        if mean is not None:
+            values["reward_mean"] = mean
+            kfp_ops.log_metrics(ml, {"reward_mean": mean})
+        kfp_ops.write_metrics(metrics, values)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    from kfp import compiler
+
+    compiler.Compiler().compile(grpo_train, str(Path(__file__).with_name("component.yaml")))

@@ -1,0 +1,271 @@
+"""Runtime helpers for the Kubeflow components (components/*/component.py call these inside the container).
+
+    python pipelines/resume_pipeline.py --out pipelines/resume_pipeline.yaml   # compiles the pipeline
+
+The components stay thin: they turn KFP artifacts into paths, call one library stage function, and
+log to MLflow through `child_run`. Everything here is light at import (no torch, no mlflow at top).
+
+* Config and data: the pipeline resolves the YAML config once (`resolve_config`) and writes the
+  working set once as a BEIR dir (`materialise_data`), both passed to every task as artifacts;
+  `stage_config` gives a stage the config `resume run` gives it (data.path = the working set,
+  sampling off, RNGs seeded from loop.seed), so both paths produce the same artifacts.
+* Models: a Model artifact is a directory; `model_path` finds the HF model dir inside it (the
+  library may return a sub-directory, recorded in the artifact's metadata as `model_dir`).
+* MLflow: with `MLFLOW_TRACKING_URI` unset (tests, local runs) nothing is logged; otherwise each
+  component opens a child run under the pipeline's parent run (`parent_run_id`).
+* Early stopping: `continue_decision` is the rule shared with `resume run` (DESIGN §1 / LoopConfig).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from resume.errors import ResumeError
+
+PRIMARY_METRIC = "mrr@10"
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+def resolve_config(config_path: str, overrides: list[str] | None, out_path: str, *,
+                   data_path: str = "", summarizer_model: str = "", retriever_model: str = "",
+                   extra: dict[str, Any] | None = None):
+    """Load `config_path` + overrides, apply the pipeline's typed parameters (empty/0 = keep), write YAML."""
+    from resume.config import dump_config, load_config
+
+    ov = list(overrides or [])
+    if data_path:
+        ov.append(f"data.path={data_path}")
+    if summarizer_model:
+        ov.append(f"summarizer.model={summarizer_model}")
+    if retriever_model:
+        ov.append(f"retriever.model={retriever_model}")
+    for key, value in (extra or {}).items():
+        if value not in (None, "", 0, 0.0):
+            ov.append(f"{key}={_yaml_scalar(value)}")
+    cfg = load_config(config_path or None, ov)
+    dump_config(cfg, out_path)
+    return cfg
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A value as YAML reads it back (2e-05 -> '2.0e-05': YAML 1.1 needs the dot)."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def load_config_file(path: str, overrides: list[str] | None = None):
+    from resume.config import load_config
+
+    return load_config(path, overrides)
+
+
+def materialise_data(cfg, out_dir: str) -> dict[str, Any]:
+    """Write the config's working set as a BEIR dir (what `resume run` writes once as <run_dir>/data)."""
+    from resume.data import load_beir, select_working_set, write_beir
+
+    ds = load_beir(cfg.data.path)
+    ws = select_working_set(ds, cfg.data)
+    write_beir(ws, out_dir)
+    return {"n_docs": len(ws.corpus), "n_docs_source": len(ds.corpus),
+            **{f"queries_{s}": len(q) for s, q in ws.qrels.items()}}
+
+
+def stage_config(config_path: str, data_path: str | None = None, *, seed: bool = True):
+    """The config a stage runs with, as in `resume run`: data.path = the materialised working set with
+    the sampling knobs off, and every RNG seeded from loop.seed just before the stage."""
+    import copy
+
+    cfg = load_config_file(config_path)
+    if data_path:
+        cfg = copy.deepcopy(cfg)
+        cfg.data.path = str(data_path)
+        cfg.data.max_train_queries = cfg.data.max_eval_queries = cfg.data.distractors = None
+    if seed:
+        import random
+
+        import numpy as np
+        import torch
+
+        random.seed(cfg.loop.seed)
+        np.random.seed(cfg.loop.seed % (2**32))
+        torch.manual_seed(cfg.loop.seed)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def model_path(path: str, metadata: dict | None = None) -> str:
+    """The HF model directory inside a Model artifact (its metadata `model_dir`, or where config.json is)."""
+    root = Path(path)
+    rel = (metadata or {}).get("model_dir")
+    if rel:
+        return str((root / rel).resolve())
+    if (root / "config.json").is_file() or not root.is_dir():
+        return str(root)
+    subs = sorted(p.parent for p in root.glob("*/config.json"))
+    return str(subs[0]) if len(subs) == 1 else str(root)
+
+
+def record_model_dir(artifact, returned: str) -> None:
+    """Store where the library put the model, relative to the artifact directory."""
+    rel = os.path.relpath(Path(returned).resolve(), Path(artifact.path).resolve())
+    artifact.metadata["model_dir"] = "." if rel == "." else rel
+    if rel.startswith(".."):
+        raise ResumeError(f"stage wrote its model outside the artifact dir: {returned} (artifact {artifact.path})")
+
+
+# --------------------------------------------------------------------------------------------- logs
+
+
+def read_reward_log(out_dir: str) -> list[dict]:
+    """Rows of reward_log.jsonl under `out_dir` (searched recursively; [] when absent)."""
+    hits = sorted(Path(out_dir).rglob("reward_log.jsonl"))
+    if not hits:
+        return []
+    with open(hits[0], encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def reward_mean(rows: list[dict]) -> float | None:
+    """Mean GRPO reward of a round: the mean over steps of the per-step mean (resume.loop.mean_reward)."""
+    from resume.loop import mean_reward
+
+    return mean_reward(rows)
+
+
+def write_metrics(metrics_artifact, values: dict[str, Any]) -> None:
+    """Log numeric values on a KFP Metrics artifact and write them as JSON in its file."""
+    clean = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
+             and math.isfinite(float(v))}
+    for k, v in clean.items():
+        metrics_artifact.log_metric(k, v)
+    Path(metrics_artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(metrics_artifact.path).write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_metrics(metrics_artifact) -> dict[str, float]:
+    """Values of a Metrics artifact written by `write_metrics` ({} for None or a missing file)."""
+    if metrics_artifact is None:
+        return {}
+    p = Path(metrics_artifact.path)
+    if p.is_file():
+        return json.loads(p.read_text(encoding="utf-8"))
+    return {k: float(v) for k, v in (metrics_artifact.metadata or {}).items() if isinstance(v, int | float)}
+
+
+# ---------------------------------------------------------------------------------------- early stop
+
+
+def continue_decision(*, iteration: int, max_iterations: int, reward: float | None, prev_reward: float | None,
+                      metric: float | None, prev_metric: float | None, eps_reward: float | None,
+                      eps_metric: float | None) -> tuple[bool, str]:
+    """Whether iteration `iteration + 1` should run, and why (LoopConfig's rule).
+
+    The rule of `resume.loop.iterate`: stop when the iteration budget is spent, when the mean GRPO
+    reward improved by less than eps_reward over the previous round (from round 2: round 1 has
+    nothing to compare with), or when the dev MRR@10 improved by less than eps_metric over the
+    previous iteration (iteration 0 = the initial retriever g_0 over the initial summaries S_0, so
+    the rule applies from t = 1). A null eps disables its test.
+    """
+    if iteration >= max_iterations:
+        return False, f"iteration budget spent ({iteration}/{max_iterations})"
+    if eps_reward is not None and reward is not None and prev_reward is not None:
+        gain = reward - prev_reward
+        if gain < eps_reward:
+            return False, f"reward gain {gain:.4f} < eps_reward {eps_reward}"
+    if eps_metric is not None and metric is not None and prev_metric is not None:
+        gain = metric - prev_metric
+        if gain < eps_metric:
+            return False, f"{PRIMARY_METRIC} gain {gain:.4f} < eps_metric {eps_metric}"
+    return True, "continue"
+
+
+# ------------------------------------------------------------------------------------------- MLflow
+
+
+def mlflow_enabled() -> bool:
+    return bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def start_parent_run(experiment: str, run_name: str, params: dict[str, Any] | None = None) -> str:
+    """Create the pipeline's parent MLflow run; '' when MLFLOW_TRACKING_URI is unset."""
+    if not mlflow_enabled():
+        return ""
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run(run_name=run_name or None, tags={"resume.source": "kfp"}) as run:
+        if params:
+            mlflow.log_params(_flat(params))
+        return run.info.run_id
+
+
+@contextlib.contextmanager
+def child_run(parent_run_id: str, name: str, experiment: str = "resume",
+              params: dict[str, Any] | None = None) -> Iterator[Any]:
+    """An MLflow child run of `parent_run_id` (yields the mlflow module), or yields None when disabled."""
+    if not mlflow_enabled():
+        yield None
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment(experiment)
+    kwargs = {"parent_run_id": parent_run_id} if parent_run_id else {}
+    with mlflow.start_run(run_name=name, tags={"resume.component": name.split("-iter")[0]}, **kwargs):
+        if params:
+            mlflow.log_params(_flat(params))
+        yield mlflow
+
+
+def log_metrics(ml, values: dict[str, Any], step: int | None = None) -> None:
+    if ml is None:
+        return
+    clean = {k.replace("@", "_at_"): float(v) for k, v in values.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))}
+    if clean:
+        ml.log_metrics(clean, step=step)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+# ---------------------------------------------------------------------------------------- run dir
+
+
+def link_into(src: str, dst: Path, copy: bool = False) -> None:
+    """Place `src` at `dst`: a symlink, or a copy (`copy=True`, or where links are not allowed).
+
+    Copy what MLflow will upload: `log_artifacts` walks directories without following links.
+    """
+    import shutil
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if copy:
+            raise OSError("copy requested")
+        dst.symlink_to(Path(src).resolve(), target_is_directory=Path(src).is_dir())
+    except OSError:
+        if Path(src).is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
