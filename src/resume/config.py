@@ -102,6 +102,10 @@ class SummarizerConfig:
         prompt: user-message template with `{document}`; `{min_tokens}`/`{max_tokens}` are filled
             from the reward config.
         max_doc_tokens: documents are truncated to this many summarizer tokens inside the prompt.
+        prefill_think: for a template that does not prefill `<think>` itself, append `<think>\n` to the
+            generation prompt, so every completion has the thinking shape `reasoning</think>summary`
+            (SmolLM2-135M-Instruct wrote the separator in 0 of 8 Cranfield documents without it, 8 of 8
+            with it and this prompt). `false`: the model has to open and close the tags itself.
     Generation (greedy for corpus summaries, as in the paper):
         max_new_tokens, batch_size, dtype, backend (`hf`, or `vllm` where installed).
         fallback: what the index gets when a completion has no separator: `completion` (the whole
@@ -112,11 +116,11 @@ class SummarizerConfig:
     thinking: Literal["auto", True, False] = "auto"
     separator: str = "</think>"
     prompt: str = (
-        "Write a retrieval-oriented summary of the document below. First think briefly about the "
-        "topics, terms and questions a searcher would use to find it, then write {separator}, then "
-        "the summary: {min_tokens} to {max_tokens} tokens, dense with the document's key terms.\n\n"
-        "Document:\n{document}"
+        "Write a retrieval-oriented summary of the document below ({min_tokens} to {max_tokens} tokens, "
+        "dense with its key terms).\nReply in this format:\n<think>\n[key terms and search questions]\n"
+        "{separator}\n[summary]\n\nDocument:\n{document}"
     )
+    prefill_think: bool = True
     max_doc_tokens: int = 512
     max_new_tokens: int = 256
     batch_size: int = 16

@@ -1,0 +1,127 @@
+"""Benchmark: batched corpus summarisation (`summarize_corpus`) vs a naive loop of one `generate` per document.
+
+    .venv/bin/python bench/bench_summarize.py                      # SmolLM2-135M-Instruct, 16 Cranfield docs
+    .venv/bin/python bench/bench_summarize.py --n-docs 32 --max-new-tokens 96 --dtypes float32,bfloat16
+
+Same documents, same prompts, greedy, same max_new_tokens. The naive loop is fp32 batch 1 (the
+DESIGN §5 baseline, about 23 tokens/s on 2 cores); the batched path runs once per dtype in --dtypes
+(length-sorted batches of --batch-size, left padding, KV cache). Reports throughput, speedup and the
+share of summaries identical to the naive loop's. Writes bench/out/bench_summarize.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see resume.summarizer)
+RAW = Path("/work/shared/data/cranfield/cran.all.1400")
+
+
+def _docs(n: int) -> tuple[str, list[str]]:
+    """(data dir, first n doc ids); the bundled BEIR Cranfield, else converted from the raw files."""
+    data = ROOT / "data" / "cranfield"
+    if not (data / "corpus.jsonl").is_file():
+        from resume.data import convert_cranfield
+
+        data = Path(tempfile.mkdtemp()) / "cranfield"
+        convert_cranfield(RAW.parent, data, seed=13)
+    from resume.data import read_corpus
+
+    ids = [d["_id"] for d, _ in zip(read_corpus(data / "corpus.jsonl"), range(n))]
+    return str(data), ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--retriever", default="all-minilm-l6-v2")
+    ap.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
+    ap.add_argument("--n-docs", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of the batched path")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench_summarize.json"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from resume.config import load_config
+    from resume.data import doc_text, load_beir
+    from resume.models import load_causal_lm
+    from resume.summarizer import (
+        build_prompt,
+        generate_prompts,
+        parse_completion,
+        set_cpu_threads,
+        summarize_corpus,
+    )
+
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+    threads = set_cpu_threads()
+    data_dir, ids = _docs(args.n_docs)
+    corpus = load_beir(data_dir).corpus
+    result: dict = {
+        "model": args.model, "n_docs": len(ids), "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size, "decoding": "greedy", "data": data_dir,
+        "conditions": {"cpu_count": os.cpu_count(), "torch_threads": threads, "torch": torch.__version__,
+                       "loadavg_before": [round(x, 2) for x in load_before],
+                       "note": "2 CPU cores shared with other engineers' jobs; numbers are noisy"},
+    }
+
+    # naive: fp32, one generate call per document
+    cfg = load_config(args.config, [f"summarizer.max_new_tokens={args.max_new_tokens}",
+                                    f"summarizer.batch_size={args.batch_size}", "summarizer.dtype=float32"])
+    model, tok = load_causal_lm(args.model, dtype="float32")
+    prompts = [build_prompt(tok, doc_text(corpus[i]), cfg) for i in ids]
+    naive, n_tok = [], 0
+    t0 = time.perf_counter()
+    for p in prompts:
+        texts, counts = generate_prompts(model, tok, [p], args.max_new_tokens, cfg.summarizer.separator)
+        naive.append(texts[0])
+        n_tok += counts[0]
+    dt = time.perf_counter() - t0
+    result["naive_fp32_batch1"] = {"time_s": round(dt, 2), "tokens": n_tok, "tokens_per_s": round(n_tok / dt, 2),
+                                   "docs_per_s": round(len(ids) / dt, 4),
+                                   "separator_rate": sum(parse_completion(t) is not None for t in naive) / len(ids)}
+    print(json.dumps(result["naive_fp32_batch1"]), file=sys.stderr)
+
+    for dtype in [d.strip() for d in args.dtypes.split(",") if d.strip()]:
+        c = load_config(args.config, [f"summarizer.max_new_tokens={args.max_new_tokens}",
+                                      f"summarizer.batch_size={args.batch_size}", f"summarizer.dtype={dtype}"])
+        m = model if dtype == "float32" else load_causal_lm(args.model, dtype=dtype)[0]
+        with tempfile.TemporaryDirectory() as td:
+            out = Path(td) / "summaries.jsonl"
+            stats = summarize_corpus(c, data_dir=data_dir, model=args.model, retriever=args.retriever,
+                                     out_path=out, doc_ids=ids, loaded=(m, tok), progress=False)
+            rows = {r["_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+        same = sum(rows[i]["completion"] == naive[k] for k, i in enumerate(ids)) / len(ids)
+        tps = stats["tokens_per_s"]
+        result[f"batched_{dtype}"] = {
+            "time_s": stats["generation_time_s"], "tokens": stats["generated_tokens"], "tokens_per_s": round(tps, 2),
+            "docs_per_s": round(stats["docs_per_s"], 4),
+            "speedup_docs_per_s": round(stats["docs_per_s"] / result["naive_fp32_batch1"]["docs_per_s"], 2),
+            "speedup_tokens_per_s": round(tps / result["naive_fp32_batch1"]["tokens_per_s"], 2),
+            "identical_to_naive_share": same,
+            "missing_separator_share": stats["missing_separator_share"],
+        }
+        print(json.dumps(result[f"batched_{dtype}"]), file=sys.stderr)
+        if m is not model:
+            del m
+    result["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["total_time_s"] = round(time.perf_counter() - t_start, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
