@@ -1,0 +1,559 @@
+"""Algorithm 1 (the ReSuMe loop) with its baselines, ablations, early stopping and crash-safe resume.
+
+    resume run --config configs/tiny.yaml --out runs/tiny          # seconds, random tiny models
+    resume run --config configs/demo.yaml --out runs/demo          # CPU, SmolLM2 + MiniLM (`make demo`)
+
+What runs (f = summarizer, g = retriever, S = summaries of the working-set corpus):
+
+    data        the working set (`select_working_set(load_beir(data.path), cfg.data)`) is written ONCE as a
+                BEIR dir <run_dir>/data/; every stage reads that dir (with the sampling knobs turned off),
+                so all stages, and KFP components given the same dir, see the same documents and queries.
+    baseline    g_0 over full documents                                  -> baseline/eval_test/
+    iter_00     S_0 = f_0's summaries (g_0 counts tokens)                -> iter_00/summaries.jsonl
+                fixed_summary = g_0 over S_0 (test; dev when early stopping on the metric is on)
+    iter_t      f_t = GRPO(f_{t-1}, reward g_{t-1})                      -> iter_t/summarizer/
+                S_t = f_t(corpus), greedy                                -> iter_t/summaries.jsonl
+                g_t = InfoNCE fine-tune of g_{t-1} on (train q, S_t)     -> iter_t/retriever/
+                g_t over S_t on the dev split (early stopping)           -> iter_t/eval/
+                g_t over S_t on the test split (curves, final table)     -> iter_t/eval_test/
+    systems     non_iterative = g_0 over S_1 (f_1 and S_1 are iteration 1's)  -> non_iterative/eval_test/
+                iterative = g_T over S_T (the last completed iteration)
+                full_doc_control = g_0 fine-tuned on FULL documents for T rounds with the same finetune
+                config as the loop (same steps, same schedule per round), over full documents
+                                                   -> full_doc_control/round_XX/retriever, round_T/eval_test/
+    ablations   each a separate loop under ablations/<name>/ with the same baseline and S_0:
+                no_retrieval_adaptation (g stays g_0; its iteration 1 IS the main loop's f_1/S_1, so it is
+                reused), no_negative_queries (reward.use_negatives=false), continuous_reward (reward.discrete=false).
+
+Early stopping (after iteration t has COMPLETED, i.e. f_t, S_t, g_t exist and are evaluated; the loop then
+ends and iteration t is the final one, T = t; nothing is rolled back):
+    reward: mean GRPO reward of round t (mean over its logged steps) - that of round t-1 < eps_reward
+            (from t = 2: round 1 has nothing to compare with);
+    metric: dev MRR@10 of (g_t, S_t) - dev MRR@10 of (g_{t-1}, S_{t-1}) < eps_metric, where iteration 0 is the
+            loop's starting point (g_0, S_0), so the rule applies from t = 1;
+    either one stops the loop; null disables that rule.
+
+Resume. Every stage writes its output through the stage function (atomic files, resumable caches) and
+then a marker <scope>/_stages/<stage>.json (seconds + the stage's result) - the commit point. A rerun with
+the same command skips stages whose marker exists; a stage without a marker is redone: summarize-corpus
+and retriever-finetune continue from their own cache / checkpoints, the others start over from a clean
+output dir. Every stage is seeded from loop.seed before it runs, so a resumed run gives the same numbers
+as an uninterrupted one. A config that differs from <run_dir>/config.yaml is refused (`--force` accepts it
+and keeps the completed stages; use a new --out to start over).
+
+Outputs: results.json (everything the report and the tracker need), metrics.json (test metrics per
+system and ablation), report.md + plots/ (resume.report), MLflow runs + registered models (resume.tracking).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from resume.config import ResumeConfig
+from resume.errors import ConfigError, ResumeError
+from resume.io import atomic_write_json, iter_jsonl
+
+METRICS = ("mrr@10", "ndcg@10", "recall@100", "recall@1000")
+STAGES_DIR = "_stages"
+# Stages whose functions continue from their own partial output (cache / checkpoints) and stay
+# deterministic when they do; the others restart from a clean output dir.
+RESUMABLE = {"summarize", "retriever-finetune"}
+
+
+# ------------------------------------------------------------------------------------- stage functions
+
+
+@dataclass
+class Stages:
+    """The stage functions the loop calls (injectable for tests; None = the real one from resume.*)."""
+
+    load_beir: Callable | None = None
+    select_working_set: Callable | None = None
+    write_beir: Callable | None = None
+    grpo_train: Callable | None = None
+    summarize_corpus: Callable | None = None
+    finetune_retriever: Callable | None = None
+    evaluate_retrieval: Callable | None = None
+
+    def get(self, name: str) -> Callable:
+        fn = getattr(self, name)
+        if fn is not None:
+            return fn
+        if name in ("load_beir", "select_working_set", "write_beir"):
+            import resume.data as mod
+        elif name == "grpo_train":
+            import resume.grpo as mod
+        elif name == "summarize_corpus":
+            import resume.summarizer as mod
+        elif name == "finetune_retriever":
+            import resume.retriever as mod
+        else:
+            import resume.evaluate as mod
+        fn = getattr(mod, name)
+        setattr(self, name, fn)
+        return fn
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (when imported) so a stage's result does not depend on what ran before."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % (2**32))
+    except ImportError:  # pragma: no cover
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _normalised(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(yaml.safe_dump(cfg_dict, sort_keys=False))
+
+
+def check_config(cfg: ResumeConfig, run_dir: Path, force: bool = False) -> None:
+    """Write <run_dir>/config.yaml, or check that it matches `cfg` (a rerun must use the same config)."""
+    import yaml
+
+    from resume.config import dump_config
+
+    path = run_dir / "config.yaml"
+    if path.exists():
+        saved = _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        now = _flat(_normalised(cfg.to_dict()))
+        diff = [f"{k}: {saved.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
+                for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if diff and not force:
+            shown = "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
+            raise ConfigError(
+                f"{run_dir} holds a run with a different config ({shown}). Rerun with the same config to "
+                f"continue it, pass --force to continue it with the new config (completed stages are kept), "
+                f"or choose a new --out to start over"
+            )
+        if diff:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            shutil.copy2(path, run_dir / f"config.prev-{stamp}.yaml")
+    dump_config(cfg, path)
+
+
+def stage_cfg(cfg: ResumeConfig, data_dir: Path) -> ResumeConfig:
+    """The config every stage gets: data.path = the materialised working set, sampling knobs off."""
+    c = copy.deepcopy(cfg)
+    c.data.path = str(data_dir)
+    c.data.max_train_queries = c.data.max_eval_queries = c.data.distractors = None
+    return c
+
+
+def read_reward_log(summarizer_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of <summarizer>/reward_log.jsonl (one per GRPO step); [] when absent."""
+    p = Path(summarizer_dir) / "reward_log.jsonl"
+    return list(iter_jsonl(p)) if p.exists() else []
+
+
+def reward_key(row: dict[str, Any]) -> str | None:
+    for k in ("reward", "reward_mean", "rewards/mean", "mean_reward"):
+        if isinstance(row.get(k), int | float):
+            return k
+    return None
+
+
+def mean_reward(rows: list[dict[str, Any]]) -> float | None:
+    vals = [float(r[k]) for r in rows if (k := reward_key(r)) is not None and math.isfinite(float(r[k]))]
+    return sum(vals) / len(vals) if vals else None
+
+
+def summary_stats(path: str | Path) -> dict[str, float]:
+    """Mean summary length (retriever tokens) and separator rate of a summaries.jsonl."""
+    n = tok = sep = 0
+    for row in iter_jsonl(path):
+        n += 1
+        tok += int(row.get("n_tokens") or 0)
+        sep += bool(row.get("has_separator"))
+    return {"summary_len": tok / n if n else 0.0, "separator_rate": sep / n if n else 0.0, "n_summaries": n}
+
+
+def _device(cfg: ResumeConfig) -> str:
+    try:
+        from resume.models import pick_device
+
+        return str(pick_device(cfg.device))
+    except Exception:  # noqa: BLE001 - informational only
+        return cfg.device
+
+
+# ------------------------------------------------------------------------------------------ runner
+
+
+class Runner:
+    """Runs stages with markers (skip when done), progress lines and per-stage seeding."""
+
+    def __init__(self, run_dir: Path, seed: int, log: Callable[[str], None] = print):
+        self.run_dir, self.seed, self.log = run_dir, seed, log
+        self.times: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # process CPU time (all threads of this process; not child processes)
+
+    def marker(self, scope: Path, name: str) -> Path:
+        return scope / STAGES_DIR / f"{name}.json"
+
+    def done(self, scope: Path, name: str) -> bool:
+        return self.marker(scope, name).exists()
+
+    def _swap(self, obj: Any, old: str, new: str) -> Any:
+        """Paths inside the run dir are stored as `${RUN_DIR}/...`, so a run dir can be moved or copied."""
+        if isinstance(obj, str):
+            return new + obj[len(old):] if obj == old or obj.startswith(old + "/") else obj
+        if isinstance(obj, dict):
+            return {k: self._swap(v, old, new) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._swap(v, old, new) for v in obj]
+        return obj
+
+    def _load(self, m: Path) -> dict[str, Any]:
+        rec = json.loads(m.read_text(encoding="utf-8"))
+        rec["result"] = self._swap(rec["result"], "${RUN_DIR}", str(self.run_dir))
+        return rec
+
+    def result(self, scope: Path, name: str) -> Any:
+        return self._load(self.marker(scope, name))["result"]
+
+    def stage(self, label: str, scope: Path, name: str, fn: Callable[[], Any], *,
+              outputs: tuple[Path, ...] = ()) -> Any:
+        m = self.marker(scope, name)
+        key = f"{scope.relative_to(self.run_dir).as_posix()}/{name}".lstrip("./")
+        if m.exists():
+            rec = self._load(m)
+            self.times[key] = rec["seconds"]
+            self.cpu[key] = rec.get("cpu_seconds", 0.0)
+            self.log(f"[{label}] {name} ... done earlier ({rec['seconds']:.0f} s), skipped")
+            return rec["result"]
+        if name not in RESUMABLE:
+            for out in outputs:
+                if out.is_dir():
+                    shutil.rmtree(out)
+                elif out.exists():
+                    out.unlink()
+        self.log(f"[{label}] {name} ...")
+        seed_everything(self.seed)
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        result = json.loads(json.dumps(result, default=str))
+        stored = self._swap(result, str(self.run_dir), "${RUN_DIR}")
+        atomic_write_json(m, {"stage": name, "seconds": round(dt, 3), "cpu_seconds": round(cpu, 3), "result": stored,
+                              "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
+        self.times[key] = round(dt, 3)
+        self.cpu[key] = round(cpu, 3)
+        self.log(f"[{label}] {name} ... done in {dt:.0f} s")
+        return result
+
+
+@dataclass
+class _Ctx:
+    cfg: ResumeConfig  # the stage config (data.path = <run_dir>/data)
+    run: Runner
+    stages: Stages
+    data_dir: Path
+    has_dev: bool
+    g0: str
+    f0: str
+    s0: str | None = None
+    s0_dev: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def evaluate(self, label: str, scope: Path, name: str, split: str, retriever: str, texts: str | None,
+                 out: Path, cfg: ResumeConfig | None = None) -> dict[str, float]:
+        fn = self.stages.get("evaluate_retrieval")
+        c = cfg or self.cfg
+        res = self.run.stage(label, scope, name, lambda: fn(c, data_dir=str(self.data_dir), split=split,
+                                                             retriever=retriever, texts=texts, out_dir=str(out)),
+                             outputs=(out,))
+        return {k: float(res[k]) for k in METRICS if k in res}
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+
+def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool = True,
+            share_first_from: Path | None = None) -> dict[str, Any]:
+    """Algorithm 1 under `root` (iter_01, iter_02, ...). Returns iterations, stop info and the final f_T, g_T."""
+    T = cfg.loop.max_iterations
+    f_prev, g_prev = ctx.f0, ctx.g0
+    iterations: list[dict[str, Any]] = []
+    stop: dict[str, Any] = {"iteration": None, "reason": f"max_iterations ({T}) reached"}
+    prev_dev = ctx.s0_dev["mrr@10"] if ctx.s0_dev else None
+    prev_reward: float | None = None
+    grpo, summ, ft = (ctx.stages.get(n) for n in ("grpo_train", "summarize_corpus", "finetune_retriever"))
+    tr = cfg.data.train_split
+    for t in range(1, T + 1):
+        label = f"{name} iter {t}/{T}" if name != "main" else f"iter {t}/{T}"
+        it = root / f"iter_{t:02d}"
+        rec: dict[str, Any] = {"iteration": t, "dir": str(it)}
+        shared = share_first_from is not None and t == 1
+        if shared:
+            src = share_first_from / "iter_01"
+            for stage in ("grpo-train", "summarize"):
+                if not ctx.run.done(src, stage):
+                    raise ResumeError(f"{name}: iteration 1 is shared with {src}, whose {stage} has not run")
+            f_t = ctx.run.result(src, "grpo-train")
+            s_path = str(src / "summaries.jsonl")
+            rec["shared_from"] = str(src)
+            ctx.run.log(f"[{label}] grpo-train + summarize ... shared with {src.relative_to(ctx.run.run_dir)}")
+        else:
+            out = it / "summarizer"
+            f_t = ctx.run.stage(label, it, "grpo-train", lambda f=f_prev, g=g_prev, o=out: grpo(
+                cfg, data_dir=str(ctx.data_dir), summarizer=f, retriever=g, out_dir=str(o)), outputs=(out,))
+            s_path = str(it / "summaries.jsonl")
+            ctx.run.stage(label, it, "summarize", lambda f=f_t, g=g_prev, o=s_path: summ(
+                cfg, data_dir=str(ctx.data_dir), model=f, retriever=g, out_path=o), outputs=(Path(s_path),))
+        f_t = str(f_t)
+        if adapt:
+            out = it / "retriever"
+            g_t = str(ctx.run.stage(label, it, "retriever-finetune", lambda g=g_prev, s=s_path, o=out: ft(
+                cfg, data_dir=str(ctx.data_dir), split=tr, init_model=g, texts=s, out_dir=str(o)), outputs=(out,)))
+        else:
+            g_t = g_prev
+        dev = (ctx.evaluate(label, it, "evaluate-dev", cfg.data.dev_split, g_t, s_path, it / "eval", cfg)
+               if ctx.has_dev else None)
+        test = ctx.evaluate(label, it, "evaluate-test", cfg.data.test_split, g_t, s_path, it / "eval_test", cfg)
+        rlog = read_reward_log(f_t)
+        rmean = mean_reward(rlog)
+        rec.update({"summarizer": f_t, "summaries": s_path, "retriever": g_t, "reward_mean": rmean,
+                    "grpo_steps": len(rlog), "dev": dev, "test": test, **summary_stats(s_path)})
+        # early stopping, decided after the iteration has completed
+        reasons = []
+        e_r, e_m = cfg.loop.eps_reward, cfg.loop.eps_metric
+        if e_r is not None and prev_reward is not None and rmean is not None:
+            rec["reward_gain"] = rmean - prev_reward
+            if rmean - prev_reward < e_r:
+                reasons.append(f"mean GRPO reward gain {rmean - prev_reward:+.4f} < eps_reward {e_r}")
+        if e_m is not None and dev is not None and prev_dev is not None:
+            rec["dev_gain"] = dev["mrr@10"] - prev_dev
+            if dev["mrr@10"] - prev_dev < e_m:
+                reasons.append(f"dev MRR@10 gain {dev['mrr@10'] - prev_dev:+.4f} < eps_metric {e_m}")
+        iterations.append(rec)
+        f_prev, g_prev = f_t, g_t
+        prev_reward, prev_dev = rmean, (dev["mrr@10"] if dev else None)
+        if reasons:
+            stop = {"iteration": t, "reason": "; ".join(reasons)}
+            ctx.run.log(f"[{label}] early stop after iteration {t}: {stop['reason']}")
+            break
+    return {"iterations": iterations, "stopped": stop, "final": {"summarizer": f_prev, "retriever": g_prev},
+            "test": iterations[-1]["test"], "dev": iterations[-1]["dev"], "n_iterations": len(iterations)}
+
+
+def _ablation_cfg(cfg: ResumeConfig, name: str) -> ResumeConfig:
+    c = copy.deepcopy(cfg)
+    if name == "no_negative_queries":
+        c.reward.use_negatives = False
+    elif name == "continuous_reward":
+        c.reward.discrete = False
+    return c
+
+
+def run_loop(cfg: ResumeConfig, *, out_dir: str | Path, force: bool = False, stages: Stages | None = None,
+             track: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run Algorithm 1 with the configured systems and ablations into `out_dir` (resumable).
+
+    Returns {"report": path to report.md, "metrics": {system: test metrics}, "ablations": {name: test
+    metrics}, "results": path to results.json, "run_dir": ...}. `track=False` skips MLflow; `stages`
+    injects stage functions (tests).
+    """
+    log = log or (lambda s: print(s, flush=True))
+    stages = stages or Stages()
+    run_dir = Path(out_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _lock(run_dir):
+        return _run_loop(cfg, run_dir, force, stages, track, log)
+
+
+@contextmanager
+def _lock(run_dir: Path):
+    """One `resume run` per run dir at a time (an flock: released by the OS even on SIGKILL)."""
+    import fcntl
+
+    f = open(run_dir / ".lock", "w")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ResumeError(f"{run_dir} is in use by another `resume run`; wait for it or choose another --out") \
+                from None
+        yield
+    finally:
+        f.close()
+
+
+def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, track: bool,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    check_config(cfg, run_dir, force)
+    started = datetime.now(UTC)
+    t_start = time.perf_counter()
+    run = Runner(run_dir, cfg.loop.seed, log)
+    tracker = None
+    if track:
+        from resume import tracking
+
+        tracker = tracking.start_parent(cfg, run_dir)
+
+    # 1. the working set, once
+    data_dir = run_dir / "data"
+
+    def _materialise() -> dict[str, Any]:
+        ds = stages.get("load_beir")(cfg.data.path)
+        ws = stages.get("select_working_set")(ds, cfg.data)
+        tmp = run_dir / ".data.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        stages.get("write_beir")(ws, tmp)
+        if data_dir.exists():
+            shutil.rmtree(data_dir)
+        os.replace(tmp, data_dir)
+        return {"source": str(cfg.data.path), "n_docs": len(ws.corpus), "n_docs_source": len(ds.corpus),
+                "queries": {s: len(q) for s, q in ws.qrels.items()},
+                "judgements": {s: sum(len(v) for v in q.values()) for s, q in ws.qrels.items()}}
+
+    data_info = run.stage("data", run_dir, "working-set", _materialise, outputs=(data_dir,))
+    scfg = stage_cfg(cfg, data_dir)
+    has_dev = data_info["queries"].get(cfg.data.dev_split, 0) > 0
+    if not has_dev and cfg.loop.eps_metric is not None:
+        log(f"[data] no '{cfg.data.dev_split}' queries in the working set: early stopping on dev MRR@10 is off")
+    ctx = _Ctx(cfg=scfg, run=run, stages=stages, data_dir=data_dir, has_dev=has_dev,
+               g0=cfg.retriever.model, f0=cfg.summarizer.model)
+    systems, ablations = list(cfg.loop.systems), list(cfg.loop.ablations)
+    test = cfg.data.test_split
+    sys_metrics: dict[str, dict[str, Any]] = {}
+
+    # 2. baseline: g_0 over full documents
+    if "baseline" in systems:
+        d = run_dir / "baseline"
+        sys_metrics["baseline"] = {"test": ctx.evaluate("baseline", d, "evaluate-test", test, ctx.g0, None,
+                                                        d / "eval_test"), "dir": str(d / "eval_test")}
+
+    # 3. iteration 0: S_0 (fixed summary) and its dev MRR@10 (the loop's starting point for eps_metric)
+    loops_needed = bool({"non_iterative", "iterative", "full_doc_control"} & set(systems)) or bool(ablations)
+    needs_s0 = "fixed_summary" in systems or (loops_needed and cfg.loop.eps_metric is not None and has_dev)
+    if needs_s0:
+        d0 = run_dir / "iter_00"
+        s0 = d0 / "summaries.jsonl"
+        summ = stages.get("summarize_corpus")
+        run.stage("iter 0", d0, "summarize", lambda: summ(scfg, data_dir=str(data_dir), model=ctx.f0,
+                                                          retriever=ctx.g0, out_path=str(s0)), outputs=(s0,))
+        ctx.s0 = str(s0)
+        if loops_needed and cfg.loop.eps_metric is not None and has_dev:
+            ctx.s0_dev = ctx.evaluate("iter 0", d0, "evaluate-dev", cfg.data.dev_split, ctx.g0, ctx.s0, d0 / "eval")
+        if "fixed_summary" in systems:
+            sys_metrics["fixed_summary"] = {"test": ctx.evaluate("iter 0", d0, "evaluate-test", test, ctx.g0,
+                                                                 ctx.s0, d0 / "eval_test"),
+                                            "dir": str(d0 / "eval_test")}
+
+    # 4. the iterative loop (the method)
+    main = None
+    if loops_needed:
+        main = iterate(ctx, run_dir, scfg, name="main", adapt=True)
+        if "iterative" in systems:
+            sys_metrics["iterative"] = {"test": main["test"], "dev": main["dev"],
+                                        "dir": main["iterations"][-1]["dir"] + "/eval_test"}
+        if "non_iterative" in systems:
+            d = run_dir / "non_iterative"
+            s1 = main["iterations"][0]["summaries"]
+            sys_metrics["non_iterative"] = {"test": ctx.evaluate("non_iterative", d, "evaluate-test", test,
+                                                                 ctx.g0, s1, d / "eval_test"),
+                                            "dir": str(d / "eval_test")}
+        if "full_doc_control" in systems:
+            d = run_dir / "full_doc_control"
+            ft = stages.get("finetune_retriever")
+            g = ctx.g0
+            T = main["n_iterations"]
+            for r in range(1, T + 1):
+                rd = d / f"round_{r:02d}"
+                g = str(run.stage(f"full_doc_control {r}/{T}", rd, "retriever-finetune",
+                                  lambda g=g, o=rd / "retriever": ft(scfg, data_dir=str(data_dir),
+                                                                     split=cfg.data.train_split, init_model=g,
+                                                                     texts=None, out_dir=str(o)),
+                                  outputs=(rd / "retriever",)))
+            rd = d / f"round_{T:02d}"  # evaluated per final round: a rerun with another T re-evaluates
+            sys_metrics["full_doc_control"] = {
+                "test": ctx.evaluate("full_doc_control", rd, "evaluate-test", test, g, None, rd / "eval_test"),
+                "dir": str(rd / "eval_test"), "retriever": g, "rounds": T}
+
+    # 5. ablations
+    abl: dict[str, Any] = {}
+    for name in ablations:
+        acfg = _ablation_cfg(scfg, name)
+        share = run_dir if name == "no_retrieval_adaptation" and main is not None else None
+        abl[name] = iterate(ctx, run_dir / "ablations" / name, acfg, name=name,
+                            adapt=name != "no_retrieval_adaptation", share_first_from=share)
+
+    finished = datetime.now(UTC)
+    results = {
+        "name": cfg.name,
+        "run_dir": str(run_dir),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": finished.isoformat(timespec="seconds"),
+        "seconds_this_invocation": round(time.perf_counter() - t_start, 1),
+        "seconds_stages": round(sum(run.times.values()), 1),
+        "device": _device(cfg),
+        "models": {"summarizer": cfg.summarizer.model, "retriever": cfg.retriever.model},
+        "data": data_info,
+        "splits": {"train": cfg.data.train_split, "dev": cfg.data.dev_split, "test": test},
+        "s0": ctx.s0,
+        "s0_dev": ctx.s0_dev,
+        "systems": sys_metrics,
+        "iterations": main["iterations"] if main else [],
+        "stopped": main["stopped"] if main else None,
+        "final": main["final"] if main else None,
+        "ablations": abl,
+        "stage_seconds": run.times,
+        "stage_cpu_seconds": run.cpu,
+        "early_stopping": {"eps_reward": cfg.loop.eps_reward, "eps_metric": cfg.loop.eps_metric,
+                           "max_iterations": cfg.loop.max_iterations},
+    }
+    atomic_write_json(run_dir / "results.json", results)
+    metrics = {k: v["test"] for k, v in sys_metrics.items()}
+    atomic_write_json(run_dir / "metrics.json", {"systems": metrics,
+                                                 "ablations": {k: v["test"] for k, v in abl.items()}})
+    from resume.report import write_report
+
+    report = write_report(run_dir)
+    log(f"[report] {report}")
+    out: dict[str, Any] = {"report": str(report), "metrics": metrics, "ablations": {k: v["test"] for k, v in abl.items()},
+                           "results": str(run_dir / "results.json"), "run_dir": str(run_dir)}
+    if tracker is not None:
+        from resume import tracking
+
+        tracking.log_run(cfg, run_dir)
+        if cfg.tracking.register and main is not None:
+            out["registered"] = tracking.register_models(cfg, run_dir, once=True)
+        log(f"[tracking] {tracking.tracking_uri(cfg, run_dir)}")
+    return out

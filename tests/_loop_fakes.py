@@ -1,0 +1,115 @@
+"""Fake stage functions for the loop's control-flow tests (and fabricated run dirs for report/tracking).
+
+They follow the real signatures (CONTRACT.md) and write the real artifact formats, with scripted numbers:
+the mean GRPO reward of round t is `rewards[t]`, the dev MRR@10 of iteration t's summaries is `dev[t]`
+(t = 0: S_0; the baseline reads `dev[-1]`), test metrics are dev + 0.01.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resume.io import atomic_write_json, write_jsonl
+from resume.loop import Stages
+
+_ITER = re.compile(r"iter_(\d+)")
+
+
+def write_tiny_beir(root: Path, n_docs: int = 12) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    write_jsonl(root / "corpus.jsonl", [{"_id": f"d{i}", "title": f"T{i}", "text": f"text of document {i}"}
+                                        for i in range(n_docs)])
+    qs = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(9)]
+    write_jsonl(root / "queries.jsonl", qs)
+    (root / "qrels").mkdir(exist_ok=True)
+    for split, ids in (("train", range(0, 4)), ("dev", range(4, 6)), ("test", range(6, 9))):
+        lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in ids]
+        (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def _t(path: str | None) -> int:
+    if path is None:
+        return -1
+    m = _ITER.findall(str(path))
+    return int(m[-1]) if m else 0
+
+
+@dataclass
+class FakeStages:
+    rewards: dict[int, float] = field(default_factory=lambda: {1: 0.1, 2: 0.3, 3: 0.5, 4: 0.7})
+    dev: dict[int, float] = field(default_factory=lambda: {-1: 0.3, 0: 0.2, 1: 0.25, 2: 0.3, 3: 0.35, 4: 0.4})
+    fail_on: str | None = None  # "stage:out-path-substring": raise once when called
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def _maybe_fail(self, stage: str, out: str) -> None:
+        if self.fail_on:
+            s, sub = self.fail_on.split(":", 1)
+            if s == stage and sub in out:
+                self.fail_on = None
+                raise RuntimeError(f"injected failure in {stage} ({out})")
+
+    def grpo_train(self, cfg, *, data_dir, summarizer, retriever, out_dir):
+        self.calls.append(("grpo", str(out_dir)))
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "partial").write_text("x")
+        self._maybe_fail("grpo", str(out))
+        t = _t(out_dir)
+        rows = [{"step": s, "reward_mean": self.rewards.get(t, 0.0) + 0.01 * (s - 2), "structure_mean": 0.5,
+                 "retrieval_mean": 0.1 * t, "length_mean": 20.0 + t, "separator_rate": 0.5} for s in (1, 2, 3)]
+        write_jsonl(out / "reward_log.jsonl", rows)
+        atomic_write_json(out / "config.json", {"init": str(summarizer), "reward_model": str(retriever)})
+        return str(out)
+
+    def summarize_corpus(self, cfg, *, data_dir, model, retriever, out_path, doc_ids=None):
+        self.calls.append(("summarize", str(out_path)))
+        self._maybe_fail("summarize", str(out_path))
+        from resume.data import load_beir
+
+        ds = load_beir(data_dir)
+        t = _t(out_path)
+        rows = [{"_id": d, "summary": f"S_{t} of {d}: " + "word " * (5 + t), "completion": "c", "n_tokens": 6 + t,
+                 "has_separator": t > 0} for d in ds.corpus]
+        write_jsonl(out_path, rows)
+        return {"n_docs": len(rows)}
+
+    def finetune_retriever(self, cfg, *, data_dir, split, init_model, texts, out_dir):
+        self.calls.append(("finetune", str(out_dir)))
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self._maybe_fail("finetune", str(out))
+        atomic_write_json(out / "config.json", {"init": str(init_model), "texts": str(texts)})
+        return str(out)
+
+    def evaluate_retrieval(self, cfg, *, data_dir, split, retriever, texts=None, out_dir):
+        self.calls.append(("evaluate", str(out_dir)))
+        self._maybe_fail("evaluate", str(out_dir))
+        t = _t(texts)
+        v = self.dev.get(t, 0.0) + (0.01 if split == "test" else 0.0)
+        if "full_doc_control" in str(retriever):
+            v += 0.02
+        m = {"mrr@10": v, "ndcg@10": v + 0.05, "recall@100": min(1.0, v + 0.5), "recall@1000": 1.0}
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.trec").write_text("q6 Q0 d6 1 1.0 fake\n", encoding="utf-8")
+        atomic_write_json(out / "metrics.json", m)
+        return m
+
+    def stages(self) -> Stages:
+        from resume.data import load_beir, select_working_set, write_beir
+
+        return Stages(load_beir=load_beir, select_working_set=select_working_set, write_beir=write_beir,
+                      grpo_train=self.grpo_train, summarize_corpus=self.summarize_corpus,
+                      finetune_retriever=self.finetune_retriever, evaluate_retrieval=self.evaluate_retrieval)
+
+
+def fake_cfg(data_dir: Path, **loop):
+    from resume.config import load_config
+
+    overrides = [f"data.path={data_dir}", "device=cpu", "summarizer.model=f0", "retriever.model=g0"]
+    overrides += [f"loop.{k}={json.dumps(v)}" for k, v in loop.items()]
+    return load_config(None, overrides)

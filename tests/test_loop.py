@@ -1,0 +1,281 @@
+"""Tests of resume.loop: control flow with fake stages (fast), then the real stages on configs/tiny.yaml.
+
+    .venv/bin/pytest tests/test_loop.py -x -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
+
+from resume.errors import ConfigError
+from resume.loop import run_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_SYSTEMS = ["baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control"]
+ALL_ABLATIONS = ["no_retrieval_adaptation", "no_negative_queries", "continuous_reward"]
+
+
+@pytest.fixture()
+def beir(tmp_path) -> Path:
+    return write_tiny_beir(tmp_path / "beir")
+
+
+def _run(cfg, out, fake, **kw):
+    return run_loop(cfg, out_dir=out, stages=fake.stages(), track=False, log=lambda s: None, **kw)
+
+
+# ------------------------------------------------------------------------------ control flow (fake)
+
+
+def test_all_systems_and_ablations_layout_and_sharing(beir, tmp_path):
+    fake = FakeStages()
+    cfg = fake_cfg(beir, max_iterations=2, eps_reward=None, eps_metric=None, systems=ALL_SYSTEMS,
+                   ablations=ALL_ABLATIONS)
+    out = _run(cfg, tmp_path / "run", fake)
+    run = tmp_path / "run"
+    assert set(out["metrics"]) == set(ALL_SYSTEMS)
+    assert set(out["ablations"]) == set(ALL_ABLATIONS)
+    # DESIGN §2 layout
+    for p in ("config.yaml", "data/corpus.jsonl", "iter_01/summarizer/reward_log.jsonl", "iter_01/summaries.jsonl",
+              "iter_01/retriever/config.json", "iter_01/eval/metrics.json", "iter_01/eval/run.trec",
+              "iter_02/eval_test/metrics.json", "report.md", "plots/metrics.png", "plots/reward.png",
+              "results.json", "metrics.json"):
+        assert (run / p).exists(), p
+    # the numbers come from the right artifacts
+    m = out["metrics"]
+    assert m["baseline"]["mrr@10"] == pytest.approx(0.31)
+    assert m["fixed_summary"]["mrr@10"] == pytest.approx(0.21)
+    assert m["non_iterative"]["mrr@10"] == pytest.approx(0.26)
+    assert m["iterative"]["mrr@10"] == pytest.approx(0.31)
+    # S_0 once, no_retrieval_adaptation reuses iteration 1 of the main loop, never fine-tunes
+    assert [c for c in fake.calls if c[0] == "summarize" and "iter_00" in c[1]] == \
+        [("summarize", str(run / "iter_00" / "summaries.jsonl"))]
+    nra = [c for c in fake.calls if "no_retrieval_adaptation" in c[1]]
+    assert not [c for c in nra if c[0] == "finetune"]
+    assert [c[0] for c in nra if "iter_01" in c[1]] == ["evaluate", "evaluate"]
+    # g_t chains: iteration 2 starts from iteration 1's retriever; the control has the same number of rounds
+    assert json.loads((run / "iter_02/retriever/config.json").read_text())["init"] == str(run / "iter_01/retriever")
+    ctrl2 = json.loads((run / "full_doc_control/round_02/retriever/config.json").read_text())
+    assert ctrl2 == {"init": str(run / "full_doc_control/round_01/retriever"), "texts": "None"}
+    assert not (run / "full_doc_control/round_03").exists()
+    # every stage left a marker; the report holds both tables
+    assert (run / "iter_02/_stages/grpo-train.json").exists()
+    report = (run / "report.md").read_text()
+    assert "paper MRR@10" in report and "w/o negative queries" in report and "S_2" in report
+
+
+def test_early_stop_on_metric_after_completing_the_iteration(beir, tmp_path):
+    fake = FakeStages()  # dev: S_0 0.20 -> iter 1 0.25 (gain 0.05)
+    cfg = fake_cfg(beir, max_iterations=3, eps_reward=None, eps_metric=0.06, systems=["iterative"])
+    _run(cfg, tmp_path / "a", fake)
+    res = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert len(res["iterations"]) == 1 and res["stopped"]["iteration"] == 1
+    assert "eps_metric" in res["stopped"]["reason"]
+    assert (tmp_path / "a/iter_01/retriever").exists()  # the iteration that showed the small gain completed
+    assert not (tmp_path / "a/iter_02").exists()
+
+    cfg = fake_cfg(beir, max_iterations=3, eps_reward=None, eps_metric=0.04, systems=["iterative"])
+    _run(cfg, tmp_path / "b", FakeStages())
+    res = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert len(res["iterations"]) == 3 and res["stopped"]["iteration"] is None
+
+
+def test_early_stop_on_reward(beir, tmp_path):
+    fake = FakeStages(rewards={1: 0.1, 2: 0.3, 3: 0.4})  # gains 0.2 then 0.1
+    cfg = fake_cfg(beir, max_iterations=4, eps_reward=0.15, eps_metric=None, systems=["iterative"])
+    _run(cfg, tmp_path / "r", fake)
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert [it["iteration"] for it in res["iterations"]] == [1, 2, 3]
+    assert res["stopped"]["iteration"] == 3 and "eps_reward" in res["stopped"]["reason"]
+    assert res["iterations"][1]["reward_gain"] == pytest.approx(0.2)
+    assert not any("iter_00" in c[1] for c in fake.calls)  # no S_0 needed: no fixed_summary, no eps_metric
+
+
+def test_crash_and_rerun_skips_completed_stages_and_matches(beir, tmp_path):
+    cfg = fake_cfg(beir, max_iterations=2, eps_reward=None, eps_metric=None, systems=ALL_SYSTEMS,
+                   ablations=["no_negative_queries"])
+    ref = _run(cfg, tmp_path / "ref", FakeStages())
+
+    crashing = FakeStages(fail_on="grpo:run/iter_02")
+    with pytest.raises(RuntimeError, match="injected"):
+        _run(cfg, tmp_path / "run", crashing)
+    stale = tmp_path / "run/iter_02/summarizer/stale"
+    stale.write_text("left by the killed stage")
+    again = FakeStages()
+    out = _run(cfg, tmp_path / "run", again)
+    assert out["metrics"] == ref["metrics"] and out["ablations"] == ref["ablations"]
+    done_before = [c for c in again.calls if "iter_01" in c[1] and "ablations" not in c[1]]
+    assert done_before == []  # iteration 1 of the main loop was not redone
+    assert ("grpo", str(tmp_path / "run/iter_02/summarizer")) in again.calls
+    assert not stale.exists()  # a non-resumable stage restarts from a clean dir
+
+    # a third invocation does nothing but the report
+    third = FakeStages()
+    assert _run(cfg, tmp_path / "run", third)["metrics"] == ref["metrics"]
+    assert third.calls == []
+
+
+def test_config_change_is_refused_unless_forced(beir, tmp_path):
+    cfg = fake_cfg(beir, max_iterations=1, eps_reward=None, eps_metric=None, systems=["baseline"])
+    _run(cfg, tmp_path / "run", FakeStages())
+    cfg2 = fake_cfg(beir, max_iterations=2, eps_reward=None, eps_metric=None, systems=["baseline"])
+    with pytest.raises(ConfigError, match=r"loop.max_iterations: 1 -> 2.*--force"):
+        _run(cfg2, tmp_path / "run", FakeStages())
+    _run(cfg2, tmp_path / "run", FakeStages(), force=True)
+    assert list(tmp_path.glob("run/config.prev-*.yaml"))
+
+
+def test_cli_run_prints_report_and_refuses_changed_config(beir, tmp_path, monkeypatch, capsys):
+    from resume import cli, loop
+
+    fake = FakeStages()
+    real = loop.run_loop
+    monkeypatch.setattr(loop, "run_loop", lambda cfg, **kw: real(cfg, stages=fake.stages(), track=False, **kw))
+    args = ["run", "--out", str(tmp_path / "run"), "--systems", "baseline,fixed_summary", "--ablations", "",
+            "--set", f"data.path={beir}", "--set", "summarizer.model=f0", "--set", "retriever.model=g0"]
+    assert cli.main(args) == 0
+    assert f"report: {tmp_path / 'run' / 'report.md'}" in capsys.readouterr().out
+    assert cli.main(args + ["--set", "loop.seed=1"]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert cli.main(args + ["--set", "loop.seed=1", "--force"]) == 0
+
+
+# ------------------------------------------------------------------------------- real stages (tiny)
+
+
+def _tiny_overrides(cranfield: Path) -> list[str]:
+    return [f"data.path={cranfield}"]
+
+
+@pytest.fixture(scope="module")
+def cranfield() -> Path:
+    d = ROOT / "data" / "cranfield"
+    if not (d / "corpus.jsonl").exists():
+        pytest.skip("data/cranfield not converted yet")
+    return d
+
+
+TINY = ["data.max_train_queries=4", "data.max_eval_queries=2", "data.distractors=4", "summarizer.max_new_tokens=8",
+        "grpo.max_completion_length=8", "grpo.max_train_docs=4"]
+
+
+def _tiny_args(cranfield: Path) -> list[str]:
+    return [f"data.path={cranfield}", *TINY]
+
+
+@pytest.fixture(scope="module")
+def tiny_full(cranfield, tmp_path_factory) -> dict:
+    """configs/tiny.yaml with the real stages: every system and ablation, two iterations, no early stop."""
+    from resume.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", _tiny_args(cranfield) + [
+        f"loop.ablations={json.dumps(ALL_ABLATIONS)}", "loop.eps_reward=null", "loop.eps_metric=null"])
+    out_dir = tmp_path_factory.mktemp("tiny") / "run"
+    t0 = time.perf_counter()
+    out = run_loop(cfg, out_dir=out_dir, track=False)
+    out["seconds"] = time.perf_counter() - t0
+    out["cfg"] = cfg
+    return out
+
+
+def test_real_tiny_every_system_and_ablation(tiny_full):
+    run = Path(tiny_full["run_dir"])
+    assert set(tiny_full["metrics"]) == set(ALL_SYSTEMS)
+    assert set(tiny_full["ablations"]) == set(ALL_ABLATIONS)
+    for m in [*tiny_full["metrics"].values(), *tiny_full["ablations"].values()]:
+        assert set(m) >= {"mrr@10", "ndcg@10", "recall@100", "recall@1000"}
+        assert all(0.0 <= v <= 1.0 for v in m.values())
+    res = json.loads((run / "results.json").read_text())
+    assert len(res["iterations"]) == 2 and res["stopped"]["iteration"] is None  # eps null: never stops early
+    for p in ("config.yaml", "data/corpus.jsonl", "iter_01/summarizer/reward_log.jsonl", "iter_01/summaries.jsonl",
+              "iter_02/eval/metrics.json", "iter_02/eval/run.trec", "iter_02/eval_test/metrics.json",
+              "report.md", "plots/metrics.png", "plots/reward.png", "full_doc_control/round_02/eval_test/run.trec"):
+        assert (run / p).exists(), p
+    # f_2 was trained from f_1 with g_1 as reward model; g_2 from g_1 on S_2 (the chain of Algorithm 1)
+    assert res["iterations"][1]["retriever"].startswith(str(run / "iter_02" / "retriever"))
+    assert all(it["grpo_steps"] == 2 and it["reward_mean"] is not None for it in res["iterations"])
+    assert "Iterative (S_T from f_T, g_T)" in (run / "report.md").read_text()
+
+
+def test_real_tiny_early_stop_fires_with_a_huge_eps(tiny_full, tmp_path):
+    """Same run (copied; completed stages are reused via --force) with eps_metric huge: stops after iteration 1."""
+    import shutil
+
+    from resume.config import load_config
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_full["run_dir"], run)
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", _tiny_args(Path(tiny_full["cfg"].data.path)) + [
+        "loop.eps_metric=1000000000.0", "loop.eps_reward=null", 'loop.systems=["iterative", "full_doc_control"]'])
+    lines: list[str] = []
+    out = run_loop(cfg, out_dir=run, force=True, track=False, log=lines.append)
+    res = json.loads((run / "results.json").read_text())
+    assert res["stopped"]["iteration"] == 1 and "eps_metric" in res["stopped"]["reason"]
+    assert len(res["iterations"]) == 1 and res["s0_dev"] is not None
+    assert out["metrics"]["iterative"] == res["iterations"][0]["test"]
+    assert res["systems"]["full_doc_control"]["rounds"] == 1  # same budget as the 1-iteration loop
+    assert any("early stop after iteration 1" in x for x in lines)
+    assert not any(x.endswith("grpo-train ...") for x in lines)  # GRPO round 1 was reused, not rerun
+
+
+def test_real_tiny_killed_in_iteration_2_resumes_to_the_same_metrics(tiny_full, tmp_path):
+    """SIGKILL `resume run` once iteration 2 has started; the rerun continues and matches an uninterrupted run
+    (the module's in-process run with the same seed: also shows two runs give the same metrics)."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "resume.cli", "run", "--config", str(ROOT / "configs" / "tiny.yaml"),
+           "--out", str(out), "--systems", "iterative", "--ablations", ""]
+    for o in _tiny_args(Path(tiny_full["cfg"].data.path)) + ["loop.eps_reward=null", "loop.eps_metric=null"]:
+        cmd += ["--set", o]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log1 = open(tmp_path / "first.log", "w")
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True)
+    marker = out / "iter_02" / "_stages" / "grpo-train.json"
+    deadline = time.time() + 600
+    while not marker.exists():
+        assert p.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "iteration 2 never started"
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    log1.close()
+    assert not (out / "results.json").exists() and not (out / "iter_02" / "_stages" / "evaluate-test.json").exists()
+
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "[iter 1/2] grpo-train ... done earlier" in r.stdout
+    assert "[iter 2/2] grpo-train ... done earlier" in r.stdout
+    assert f"report: {out / 'report.md'}" in r.stdout
+    res = json.loads((out / "results.json").read_text())
+    ref = json.loads((Path(tiny_full["run_dir"]) / "results.json").read_text())
+    assert [it["test"] for it in res["iterations"]] == [it["test"] for it in ref["iterations"]]
+    assert [it["dev"] for it in res["iterations"]] == [it["dev"] for it in ref["iterations"]]
+    assert [it["reward_mean"] for it in res["iterations"]] == [it["reward_mean"] for it in ref["iterations"]]
+    assert res["systems"]["iterative"]["test"] == tiny_full["metrics"]["iterative"]
+    # the default tracking store: a sqlite file in the run dir, one parent run with its nested iterations
+    assert (out / "mlflow.db").exists()
+    state = json.loads((out / "tracking.json").read_text())
+    assert state["parent"] and {"iter_01", "iter_02", "system/iterative"} <= set(state["runs"])
+
+
+def test_one_run_per_run_dir_at_a_time(beir, tmp_path):
+    import fcntl
+
+    from resume.errors import ResumeError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cfg = fake_cfg(beir, max_iterations=1, systems=["baseline"])
+        with pytest.raises(ResumeError, match="in use by another"):
+            _run(cfg, run, FakeStages())
+    _run(cfg, run, FakeStages())  # released: runs

@@ -1,0 +1,60 @@
+"""Tests of resume.report on a run dir fabricated with fake stages (no models).
+
+    .venv/bin/pytest tests/test_report.py -x -q
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
+
+from resume.loop import run_loop
+from resume.report import PAPER, _rel, render, write_report
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    beir = write_tiny_beir(tmp / "beir")
+    cfg = fake_cfg(beir, max_iterations=2, eps_reward=None, eps_metric=None,
+                   systems=["baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control"],
+                   ablations=["no_retrieval_adaptation", "continuous_reward"])
+    run_loop(cfg, out_dir=tmp / "run", stages=FakeStages().stages(), track=False, log=lambda s: None)
+    return tmp / "run"
+
+
+def test_report_tables_and_plots(run_dir):
+    path = write_report(run_dir)
+    text = path.read_text()
+    # what it ran on
+    assert "## What it ran on" in text and "working set 12 documents" in text and "`f0`" in text
+    # paper-style table: ours next to the paper, relative change vs Baseline (paper's Iterative: +13.2%)
+    row = next(line for line in text.splitlines() if line.startswith("| Iterative"))
+    assert "0.310" in row and "+0.0%" in row and "0.301" in row and "+13.2%" in row
+    fixed = next(line for line in text.splitlines() if line.startswith("| Fixed Summary"))
+    assert "0.210" in fixed and "-32.3%" in fixed
+    assert "Full-doc control" in text
+    # iterations, early stopping, ablations (paper NDCG@10 column), OOD note, summaries of three documents
+    assert "| 2 | 0.300 |" in text  # iteration 2: mean GRPO reward
+    assert "Early stopping" in text and "not triggered" in text
+    assert "w/o retrieval adaptation" in text and "0.291" in text and "0.340" in text
+    assert "No second dataset configured" in text
+    assert text.count("**Document `") == 3 and "- S_0 (" in text and "- S_2 (" in text
+    # plots are real PNGs and are linked
+    for name in ("metrics.png", "reward.png"):
+        data = (run_dir / "plots" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert f"](plots/{name})" in text
+
+
+def test_relative_change_and_ood_table(run_dir):
+    assert _rel(0.301, 0.266) == "+13.2%"
+    assert _rel(None, 0.2) == "–" and _rel(0.1, 0) == "–"
+    results = json.loads((run_dir / "results.json").read_text())
+    results["ood"] = {"dataset": "nfcorpus", "systems": {"baseline": {"mrr@10": 0.5, "ndcg@10": 0.3, "recall@100": 0.29}}}
+    text = render(results, [])
+    assert "| baseline on nfcorpus | 0.500 | 0.300 | 0.290 |" in text
+    assert PAPER["iterative"][0] == 0.301

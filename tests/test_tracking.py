@@ -1,0 +1,210 @@
+"""Tests of resume.tracking: a fabricated run dir into the default sqlite store (fast), then a real tiny loop
+against a real `mlflow server` (nested runs, metrics, artifacts, registry, `models:/...@champion` loads).
+
+    .venv/bin/pytest tests/test_tracking.py -x -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
+
+from resume.loop import run_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _runs(client, exp_name):
+    exp = client.get_experiment_by_name(exp_name)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture()
+def fake_run(tmp_path, monkeypatch) -> tuple:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    beir = write_tiny_beir(tmp_path / "beir")
+    cfg = fake_cfg(beir, max_iterations=2, eps_reward=None, eps_metric=None,
+                   systems=["baseline", "fixed_summary", "iterative"], ablations=["no_negative_queries"])
+    run_loop(cfg, out_dir=tmp_path / "run", stages=FakeStages().stages(), track=False, log=lambda s: None)
+    return cfg, tmp_path / "run"
+
+
+def test_log_run_default_sqlite_nested_runs_metrics_artifacts(fake_run):
+    from mlflow.tracking import MlflowClient
+
+    from resume import tracking
+
+    cfg, run = fake_run
+    ids = tracking.log_run(cfg, run)
+    uri = tracking.tracking_uri(cfg, run)
+    assert uri == f"sqlite:///{run.resolve() / 'mlflow.db'}" and (run / "mlflow.db").exists()
+    client = MlflowClient(uri)
+    runs = _runs(client, cfg.tracking.experiment)
+    parent = client.get_run(ids["parent"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == ids["parent"]]
+    assert sorted(r.info.run_name for r in children) == [
+        "ablation/no_negative_queries", "iter_01", "iter_02", "system/baseline", "system/fixed_summary",
+        "system/iterative"]
+    assert parent.info.status == "FINISHED" and parent.data.params["loop.max_iterations"] == "2"
+    # reward per GRPO step with a global step across iterations (3 steps per round in the fakes)
+    hist = client.get_metric_history(ids["parent"], "grpo/reward_mean")
+    assert [m.step for m in hist] == [1, 2, 3, 4, 5, 6]
+    assert [m.value for m in hist][3] == pytest.approx(0.29)
+    per_iter = client.get_metric_history(ids["parent"], "iter/test/mrr_at_10")
+    assert [(m.step, round(m.value, 3)) for m in per_iter] == [(1, 0.26), (2, 0.31)]
+    it2 = client.get_run(ids["iter_02"]).data.metrics
+    assert it2["test/mrr_at_10"] == pytest.approx(0.31) and "time/grpo-train" in it2 and "separator_rate" in it2
+    assert [m.step for m in client.get_metric_history(ids["iter_02"], "grpo/reward_mean")] == [4, 5, 6]
+    assert parent.data.metrics["baseline/test/ndcg_at_10"] == pytest.approx(0.36)
+    arts = {a.path for a in client.list_artifacts(ids["parent"])}
+    assert {"report.md", "results.json", "config.yaml", "plots", "summary_samples.jsonl"} <= arts
+    assert {a.path for a in client.list_artifacts(ids["system/baseline"], "eval_test")} >= {"eval_test/run.trec"}
+    # idempotent: logging again reuses the same runs
+    again = tracking.log_run(cfg, run)
+    assert again == ids and len(_runs(client, cfg.tracking.experiment)) == len(runs)
+
+
+def test_register_champion_rule(fake_run, monkeypatch):
+    """The alias moves only when the new test MRR@10 is >= the champion's recorded one (both names together)."""
+    from mlflow.tracking import MlflowClient
+
+    from resume import tracking
+
+    cfg, run = fake_run
+    monkeypatch.setattr(tracking, "_retriever_bundle", lambda *a, **k: None)
+    tracking.log_run(cfg, run)
+    client = MlflowClient(tracking.tracking_uri(cfg, run))
+
+    def register_with(mrr):
+        res = json.loads((run / "results.json").read_text())
+        res["systems"]["iterative"]["test"]["mrr@10"] = mrr
+        (run / "results.json").write_text(json.dumps(res))
+        return tracking.register_models(cfg, run)
+
+    first = register_with(0.5)
+    assert first["retriever"]["version"] == "1" and first["retriever"]["champion"]
+    assert tracking.register_models(cfg, run, once=True) == first  # `resume run` reruns do not re-register
+    worse = register_with(0.4)
+    assert worse["retriever"]["version"] == "2" and not worse["summarizer"]["champion"]
+    assert str(client.get_model_version_by_alias("resume-retriever", "champion").version) == "1"
+    better = register_with(0.6)
+    assert better["retriever"]["champion"] and better["previous_champion_mrr@10"] == pytest.approx(0.5)
+    for name in ("resume-retriever", "resume-summarizer"):
+        mv = client.get_model_version_by_alias(name, "champion")
+        assert str(mv.version) == "3" and mv.tags["test_mrr_at_10"] == "0.6"
+
+
+# ------------------------------------------------------------------------- real mlflow server, real stages
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--artifacts-destination", str(tmp / "artifacts"),
+           "--serve-artifacts"]
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("mlflow server did not become healthy: " + (tmp / "server.log").read_text()[-2000:])
+        time.sleep(0.5)
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_real_loop_against_mlflow_server(mlflow_server, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from resume.config import load_config
+
+    cranfield = ROOT / "data" / "cranfield"
+    if not (cranfield / "corpus.jsonl").exists():
+        pytest.skip("data/cranfield not converted yet")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [
+        f"data.path={cranfield}", "data.max_train_queries=4", "data.max_eval_queries=2", "data.distractors=4",
+        "summarizer.max_new_tokens=8", "grpo.max_completion_length=8", "grpo.max_train_docs=4",
+        "loop.max_iterations=1", 'loop.systems=["baseline", "iterative"]', f"tracking.tracking_uri={mlflow_server}",
+        "tracking.experiment=resume-server-test"])
+    out = run_loop(cfg, out_dir=tmp_path / "run", log=lambda s: None)
+    reg = out["registered"]
+    assert reg["retriever"]["champion"] and reg["summarizer"]["champion"], reg
+
+    client = MlflowClient(mlflow_server)
+    runs = _runs(client, "resume-server-test")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    pid = parents[0].info.run_id
+    names = sorted(r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == pid)
+    assert names == ["iter_01", "system/baseline", "system/iterative"]
+    assert [m.step for m in client.get_metric_history(pid, "iter/test/mrr_at_10")] == [1]
+    assert len(client.get_metric_history(pid, "grpo/reward_mean")) == cfg.grpo.max_steps
+    arts = {a.path for a in client.list_artifacts(pid)}
+    assert {"report.md", "plots", "results.json", "config.yaml", "summary_samples.jsonl"} <= arts
+    assert {a.path for a in client.list_artifacts(pid, "plots")} == {"plots/metrics.png", "plots/reward.png"}
+    assert {m.name for m in client.search_registered_models()} >= {"resume-summarizer", "resume-retriever"}
+    for name in ("resume-summarizer", "resume-retriever"):  # versions logged from the run's parent
+        assert client.get_model_version_by_alias(name, "champion").run_id == pid
+
+    # the champion loads through the registry and embeds; its files include the serving bundle
+    from resume.tracking import _fluent
+
+    with _fluent(mlflow_server):  # = mlflow.set_tracking_uri(server), restored afterwards
+        model = mlflow.pyfunc.load_model("models:/resume-retriever@champion")
+        emb = model.predict(["what is the lift of a wing?", "boundary layer"])
+        assert len(emb) == 2 and len(emb[0]) > 8
+        files = Path(mlflow.artifacts.download_artifacts("models:/resume-retriever@champion",
+                                                         dst_path=str(tmp_path / "dl")))
+        bundle = list(files.rglob("bundle.json"))
+        assert bundle and json.loads(bundle[0].read_text())["format"] == "resume-retriever-bundle"
+        assert not list(files.rglob("checkpoints"))  # training leftovers are not part of the model
+        summ = mlflow.pyfunc.load_model("models:/resume-summarizer@champion")
+        assert len(summ.predict(["A document about shock waves in supersonic flow."])) == 1
+    shutil.rmtree(tmp_path / "dl", ignore_errors=True)
+
+
+def test_unreachable_server_is_one_clear_error(tmp_path):
+    from resume import tracking
+    from resume.config import load_config
+    from resume.errors import ResumeError
+
+    cfg = load_config(None, [f"tracking.tracking_uri=http://127.0.0.1:{_free_port()}"])
+    t0 = time.time()
+    with pytest.raises(ResumeError, match=r"MLflow tracking at http://127\.0\.0\.1:\d+ failed"):
+        tracking.start_parent(cfg, tmp_path)
+    assert time.time() - t0 < 30
