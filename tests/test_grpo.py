@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from transformers import TrainerCallback
 
 from resume.config import load_config
 from resume.grpo import (
@@ -131,15 +132,26 @@ def test_grpo_two_steps_in_process(tmp_path, cfg, ds, tok, cranfield_dir):
     assert len(generate_batch(model, t2, ["a document"], cfg, max_new_tokens=4)) == 1
 
 
+class _CrashAfterFirstSave(TrainerCallback):
+    """Simulates a crash: raise right after checkpoint-1 is on disk."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == 1:
+            raise RuntimeError("simulated crash after checkpoint-1")
+
+
 def test_grpo_resumes_from_checkpoint(tmp_path, tok, cranfield_dir):
-    c1 = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.max_steps=1", "grpo.save_steps=1"])
+    c = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.max_steps=2", "grpo.save_steps=1"])
     out = tmp_path / "summarizer"
-    grpo_train(c1, data_dir=cranfield_dir, summarizer="tiny-causal-lm", retriever="tiny-encoder", out_dir=out,
-               trl_args=_bias(tok))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        grpo_train(c, data_dir=cranfield_dir, summarizer="tiny-causal-lm", retriever="tiny-encoder", out_dir=out,
+                   trl_args=_bias(tok), callbacks=[_CrashAfterFirstSave()])
     assert (out / "checkpoints" / "checkpoint-1").is_dir()
-    c2 = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.max_steps=2", "grpo.save_steps=1"])
-    grpo_train(c2, data_dir=cranfield_dir, summarizer="tiny-causal-lm", retriever="tiny-encoder", out_dir=out,
+    assert not (out / "trainer_state.json").exists()
+    grpo_train(c, data_dir=cranfield_dir, summarizer="tiny-causal-lm", retriever="tiny-encoder", out_dir=out,
                trl_args=_bias(tok))
+    # the finished round keeps the model, not the checkpoints (they only serve a crash mid-training)
+    assert not (out / "checkpoints").exists()
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 2
     assert [json.loads(x)["step"] for x in (out / REWARD_LOG).read_text().splitlines()] == [1, 2]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,9 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out_dir))
         trainer.state.save_to_json(str(out_dir / "trainer_state.json"))
+        # The checkpoints only serve a crash mid-training; once the final model is saved they are dead
+        # weight (about 1.6 GB per round for SmolLM2 with optimizer state), so drop them.
+        shutil.rmtree(args.output_dir, ignore_errors=True)
     return str(out_dir)
 
 
