@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_reward.py                                   # SmolLM2 + all-MiniLM-L6-v2
     .venv/bin/python bench/bench_reward.py --summarizer tiny-causal-lm --retriever tiny-encoder --config configs/tiny.yaml
+    python bench/bench_reward.py --device cuda          # on a GPU: GRPO in bf16, reward encoder on the GPU
 
 One short in-process GRPO run (`resume.grpo.grpo_train`). Every reward call is timed twice on the same
 completions: the real call (query/document embeddings cached for the round, so it encodes only the
@@ -9,6 +10,11 @@ completions) and a shadow call of a fresh `RetrievalReward` with empty caches (e
 and its positive/negative queries too, what a reward without the cache pays). Step time comes from a
 callback (on_step_begin -> on_step_end, generation included); the shadow time is subtracted from it.
 Writes bench/out/bench_reward.json.
+
+--device cuda runs the whole step (generation, loss, reward encoder) on the GPU; TRL trains in bf16
+when summarizer.dtype is auto/bfloat16 (see `resume.grpo.trl_config`). The step callback and the
+reward timers synchronise the GPU so queued kernels are counted in the step they belong to; the JSON
+then also names the card (`gpu_name`).
 """
 
 from __future__ import annotations
@@ -33,17 +39,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--max-completion-length", type=int, default=96)
     ap.add_argument("--data", default=str(ROOT / "data" / "cranfield"))
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where GRPO and the reward encoder run (cuda: bf16 training on the GPU)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench_reward.json"))
     args = ap.parse_args(argv)
 
+    import torch
     from transformers import TrainerCallback
 
     import resume.grpo as grpo
     from resume.config import load_config
+    from resume.errors import ResumeError
+    from resume.models import pick_device
     from resume.rewards import RetrievalReward
 
+    try:
+        device = pick_device(args.device)
+    except ResumeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    on_gpu = device.startswith("cuda")
+
+    def sync() -> None:
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
     cfg = load_config(args.config, [f"grpo.max_steps={args.steps}", "grpo.save_steps=100000",
-                                    f"grpo.max_completion_length={args.max_completion_length}"])
+                                    f"grpo.max_completion_length={args.max_completion_length}",
+                                    f"device={device}", "grpo.launcher=local"])
     timings = {"cached": [], "uncached": [], "step": [], "warm": None}
 
     real_make = grpo.make_reward
@@ -63,22 +86,27 @@ def main(argv: list[str] | None = None) -> int:
 
         def __call__(self, **kw):
             inner = self.logged.reward
+            sync()
             t0 = time.perf_counter()
             out = self.logged(**kw)
+            sync()
             timings["cached"].append(time.perf_counter() - t0)
             fresh = RetrievalReward(inner.encoder, inner.queries, inner.docs, inner.cfg, separator=inner.separator,
                                     train_query_ids=inner.train_query_ids)
             shadow = {k: v for k, v in kw.items() if k not in ("log_metric", "log_extra")}
             t0 = time.perf_counter()
             fresh(**shadow)
+            sync()
             timings["uncached"].append(time.perf_counter() - t0)
             return out
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
+            sync()
             self.t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
+            sync()
             timings["step"].append(time.perf_counter() - self.t0)
 
     load_before = os.getloadavg()
@@ -91,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     cached, uncached = sum(timings["cached"][:n]), sum(timings["uncached"][:n])
     result = {
         "summarizer": args.summarizer, "retriever": args.retriever, "config": args.config, "steps": n,
+        "device": device, "gpu_name": torch.cuda.get_device_name(device) if on_gpu else None,
         "completions_per_step": cfg.grpo.per_device_train_batch_size * cfg.grpo.gradient_accumulation_steps,
         "num_generations": cfg.grpo.num_generations, "max_completion_length": args.max_completion_length,
         "step_time_s": round(step / n, 3),
@@ -104,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                        "note": "2 CPU cores shared with other engineers' jobs; numbers are noisy"},
     }
+    if on_gpu:
+        result["conditions"]["cuda"] = torch.version.cuda
+        result["conditions"]["torch"] = torch.__version__
+        result["conditions"]["note"] = "GPU run: GRPO in bf16 and the reward encoder on the GPU"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
