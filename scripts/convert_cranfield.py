@@ -1,6 +1,6 @@
 """Convert the raw SMART Cranfield collection into the bundled BEIR-layout copy (data/cranfield/).
 
-    .venv/bin/python scripts/convert_cranfield.py                      # ../shared/data/cranfield -> data/cranfield
+    .venv/bin/python scripts/convert_cranfield.py                      # data/cranfield-raw -> data/cranfield
     .venv/bin/python scripts/convert_cranfield.py RAW_DIR OUT_DIR --seed 13
 
 Same as `resume data convert-cranfield RAW_DIR OUT_DIR --seed 13`; the work is done by
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("raw", nargs="?", default=str(ROOT.parent / "shared" / "data" / "cranfield"))
+    p.add_argument("raw", nargs="?", default=str(ROOT / "data" / "cranfield-raw"))
     p.add_argument("out", nargs="?", default=str(ROOT / "data" / "cranfield"))
     p.add_argument("--seed", type=int, default=13)
     args = p.parse_args(argv)

@@ -32,7 +32,7 @@ from resume.data import (
 from resume.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
-RAW = ROOT.parent / "shared" / "data" / "cranfield"
+RAW = ROOT / "data" / "cranfield-raw"
 needs_raw = pytest.mark.skipif(not (RAW / "cranqrel").exists(), reason=f"raw Cranfield files not found at {RAW}")
 
 CORPUS = [
