@@ -254,9 +254,8 @@ def summarize_corpus_ray(cfg, *, data_dir: str, model: str, retriever: str, out_
     device = "cuda" if num_gpus_per_actor > 0 else pick_device(cfg.device)
     dtype = torch_dtype(s.dtype, device)
     tok = load_tokenizer(model, padding_side="left")
-    docs = S._corpus(cfg, data_dir, doc_ids)
-    settings = {"backend": s.backend, "decoding": "greedy", "max_new_tokens": s.max_new_tokens,
-                "dtype": s.dtype if s.backend == "vllm" else str(dtype), "separator": s.separator}
+    docs = S.corpus_docs(cfg, data_dir, doc_ids)
+    settings = S.generation_settings(cfg, dtype)  # the library's cache-key settings, so keys cannot drift
     fingerprint = model_fingerprint(model)
     prompts = [S.build_prompt(tok, text, cfg) for _, text in docs]
     keys = [S.content_key(fingerprint, p, settings) for p in prompts]

@@ -299,7 +299,7 @@ def append_cache(path: Path, rows: list[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------ corpus summary
 
 
-def _corpus(cfg: ResumeConfig, data_dir: str | Path, doc_ids: Sequence[str] | None) -> list[tuple[str, str]]:
+def corpus_docs(cfg: ResumeConfig, data_dir: str | Path, doc_ids: Sequence[str] | None) -> list[tuple[str, str]]:
     """[(doc_id, doc text)] in corpus order: `doc_ids` if given, else the config's working set."""
     from resume.data import doc_text, load_beir, select_working_set
 
@@ -345,7 +345,7 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
     t0 = time.perf_counter()
     s = cfg.summarizer
     out_path = Path(out_path)
-    docs = _corpus(cfg, data_dir, doc_ids)
+    docs = corpus_docs(cfg, data_dir, doc_ids)
     device = pick_device(cfg.device)
     if loaded is None:
         if s.backend == "hf":
