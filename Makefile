@@ -23,7 +23,7 @@ $(STAMP): requirements.txt constraints.txt requirements-assets.txt requirements-
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests components pipelines bench scripts
+	$(BIN)/ruff check src tests components pipelines bench scripts conftest.py
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
@@ -43,7 +43,7 @@ image:
 	docker build -t $${IMAGE:-resume:latest} --build-arg BASE=$${BASE:-cuda} .
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests components pipelines bench scripts
+	$(BIN)/ruff check src tests components pipelines bench scripts conftest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

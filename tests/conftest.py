@@ -1,22 +1,14 @@
-"""Shared test set-up: no network, a project-local model cache, small thread counts."""
+"""Shared fixtures of the test suite (the environment is set in the root conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Nothing in a test may touch the network: hub access is off, caches are local to the project.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("RESUME_CACHE", str(ROOT / ".cache" / "models"))
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The environment (offline, local model cache) is set in the root conftest.py.
 
 
 @pytest.fixture(scope="session")

@@ -420,6 +420,17 @@ def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
         raise ConfigError(str(e) if str(e).startswith(prefix) or not prefix else f"{e}") from None
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"grpo": {"beta": 0.5}}` -> `{"grpo.beta": 0.5}` (the dotted keys of `--set` and MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _apply_override(data: dict[str, Any], override: str) -> None:
     import yaml
 

@@ -238,15 +238,11 @@ def log_metrics(ml, values: dict[str, Any], step: int | None = None) -> None:
         ml.log_metrics(clean, step=step)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = str(v)[:500]
-    return out
+def _flat(d: dict[str, Any]) -> dict[str, str]:
+    """Dotted keys with values as MLflow params (strings of at most 500 characters)."""
+    from resume.config import flatten
+
+    return {k: str(v)[:500] for k, v in flatten(d).items()}
 
 
 # ---------------------------------------------------------------------------------------- run dir

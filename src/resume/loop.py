@@ -61,7 +61,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from resume.config import ResumeConfig
+from resume.config import ResumeConfig, flatten
 from resume.errors import ConfigError, ResumeError
 from resume.io import atomic_write_json, iter_jsonl
 
@@ -126,16 +126,6 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _normalised(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     import yaml
 
@@ -150,8 +140,8 @@ def check_config(cfg: ResumeConfig, run_dir: Path, force: bool = False) -> None:
 
     path = run_dir / "config.yaml"
     if path.exists():
-        saved = _flat(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-        now = _flat(_normalised(cfg.to_dict()))
+        saved = flatten(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        now = flatten(_normalised(cfg.to_dict()))
         diff = [f"{k}: {saved.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
                 for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if diff and not force:

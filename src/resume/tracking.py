@@ -50,7 +50,7 @@ import mlflow
 import mlflow.pyfunc
 from mlflow.tracking import MlflowClient
 
-from resume.config import ResumeConfig
+from resume.config import ResumeConfig, flatten
 from resume.io import atomic_write_json, iter_jsonl
 
 STATE = "tracking.json"
@@ -156,16 +156,6 @@ def _log_metrics(client: MlflowClient, run_id: str, items: list[tuple[str, float
         client.log_batch(run_id, metrics=ms[i:i + 900])
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # --------------------------------------------------------------------------------------------- runs
 
 
@@ -194,7 +184,7 @@ def start_parent(cfg: ResumeConfig, run_dir: str | Path) -> str:
                                 tags={"resume.run_dir": str(run_dir), "resume.config": cfg.name})
         rid = run.info.run_id
         st = {"tracking_uri": uri, "experiment_id": exp_id, "parent": rid, "runs": {}}
-        params = [Param(k, str(v)[:6000]) for k, v in _flat(cfg.to_dict()).items()]
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(cfg.to_dict()).items()]
         for i in range(0, len(params), 90):
             client.log_batch(rid, params=params[i:i + 90])
     else:
