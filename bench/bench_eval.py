@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,21 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _common import faiss_env, numpy_topk, with_thread_limit  # noqa: E402
+
 from resume.evaluate import compute_metrics, read_trec_run, write_trec_run  # noqa: E402
 from resume.index import DocIndex  # noqa: E402
-
-
-def numpy_topk(docs: np.ndarray, queries: np.ndarray, k: int, chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    out_s = np.empty((len(queries), k), np.float32)
-    out_i = np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), chunk):
-        s = queries[start:start + chunk] @ docs.T                                    # (chunk, n)
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        out_i[start:start + chunk] = np.take_along_axis(part, order, axis=1)
-        out_s[start:start + chunk] = np.take_along_axis(ps, order, axis=1)
-    return out_s, out_i
+from resume.io import atomic_write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -56,19 +44,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).parent / "out" / "bench_eval.json"))
     args = p.parse_args(argv)
-    if args.threads is not None:
-        import faiss
-        from threadpoolctl import threadpool_limits
-
-        faiss.omp_set_num_threads(args.threads)
-        with threadpool_limits(limits=args.threads):
-            return _run(args)
-    return _run(args)
+    return with_thread_limit(args.threads, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> dict:
 
-    import faiss
     import pytrec_eval  # noqa: F401  (import time not counted)
 
     rng = np.random.default_rng(args.seed)
@@ -115,7 +95,7 @@ def _run(args: argparse.Namespace) -> dict:
     candidate_total = sum(timings.values())
 
     t = time.perf_counter()
-    n_scores, n_idx = numpy_topk(docs, queries, args.k)
+    n_scores, n_idx = numpy_topk(docs, queries, args.k, chunk=100)
     base_search = time.perf_counter() - t
     t = time.perf_counter()
     base_metrics = compute_metrics(qrels, run_from(n_scores, n_idx))
@@ -139,13 +119,9 @@ def _run(args: argparse.Namespace) -> dict:
         "metrics": metrics,
         "metrics_agree_with_baseline": all(abs(metrics[m] - base_metrics[m]) < 1e-9 for m in metrics),
         "params": vars(args),
-        "env": {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
-                "faiss_threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(),
-                "machine": platform.machine(), "loadavg_1m_at_end": os.getloadavg()[0]},
+        "env": faiss_env(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 

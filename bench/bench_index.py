@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,20 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from _common import faiss_env, numpy_topk, with_thread_limit  # noqa: E402
+
 from resume.index import build_index, search  # noqa: E402
-
-
-def numpy_topk(docs: np.ndarray, queries: np.ndarray, k: int, chunk: int = 250) -> tuple[np.ndarray, np.ndarray]:
-    out_s = np.empty((len(queries), k), np.float32)
-    out_i = np.empty((len(queries), k), np.int64)
-    for start in range(0, len(queries), chunk):
-        s = queries[start:start + chunk] @ docs.T                                    # (chunk, n)
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]                             # unordered top k
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-ps, axis=1, kind="stable")
-        out_i[start:start + chunk] = np.take_along_axis(part, order, axis=1)
-        out_s[start:start + chunk] = np.take_along_axis(ps, order, axis=1)
-    return out_s, out_i
+from resume.io import atomic_write_json  # noqa: E402
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,19 +57,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).parent / "out" / "bench_index.json"))
     args = p.parse_args(argv)
-    if args.threads is not None:
-        import faiss
-        from threadpoolctl import threadpool_limits
-
-        faiss.omp_set_num_threads(args.threads)
-        with threadpool_limits(limits=args.threads):
-            return _run(args)
-    return _run(args)
+    return with_thread_limit(args.threads, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> dict:
 
-    import faiss
 
     rng = np.random.default_rng(args.seed)
     docs = rng.standard_normal((args.n, args.dim), dtype=np.float32)
@@ -114,9 +94,7 @@ def _run(args: argparse.Namespace) -> dict:
         "topk_overlap": overlap(f_idx, n_idx),
         "max_abs_score_diff": float(np.max(np.abs(f_scores - n_scores))),
         "params": vars(args),
-        "env": {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
-                "faiss_threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(),
-                "machine": platform.machine(), "loadavg_1m_at_end": os.getloadavg()[0]},
+        "env": faiss_env(),
     }
     if args.ivf:
         t = time.perf_counter()
@@ -126,9 +104,7 @@ def _run(args: argparse.Namespace) -> dict:
                                      lambda: search(ivf, few, args.k))
         result["ivf"] = {"nlist": 256, "nprobe": 16, "build_s": ivf_build, "search_s": ivf_s,
                          "speedup_vs_flat": faiss_s / ivf_s, f"recall@{args.k}_vs_exact": overlap(i_idx, f_idx)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return result
 

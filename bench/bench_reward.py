@@ -137,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         result["conditions"]["cuda"] = torch.version.cuda
         result["conditions"]["torch"] = torch.__version__
         result["conditions"]["note"] = "GPU run: GRPO in bf16 and the reward encoder on the GPU"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    from resume.io import atomic_write_json
+
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 

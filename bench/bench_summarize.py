@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result["vllm"]), file=sys.stderr)
     result["conditions"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     result["total_time_s"] = round(time.perf_counter() - t_start, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    from resume.io import atomic_write_json
+
+    atomic_write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 
