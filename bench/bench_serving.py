@@ -4,15 +4,17 @@
     .venv/bin/python bench/bench_serving.py --duration 60 --max-requests 20000 --model tiny-encoder
 
 Builds (once, cached under bench/out/) a retriever bundle over the first `--docs` Cranfield documents with
-all-MiniLM-L6-v2 (tiny-encoder when that package is missing), then for each mode starts a real
-`resume serve retriever` process on a free loopback port and drives it with `--clients` concurrent
-clients (v1 REST over keep-alive connections, one query per request, k=10, Cranfield queries round-robin) for `--duration` seconds
-or `--max-requests` requests, whichever comes first (in `--rounds` phases that alternate between the two
-servers, which run side by side):
+all-MiniLM-L6-v2 (tiny-encoder when that package is missing), then for each encoder dtype (`--dtypes`,
+default float32 and bfloat16) and each mode starts a real `resume serve retriever` process on a free
+loopback port and drives it with `--clients` concurrent clients (v1 REST over keep-alive connections, one
+query per request, k=10, Cranfield queries round-robin) for `--duration` seconds or `--max-requests`
+requests, whichever comes first (in `--rounds` phases that alternate between the servers, which run side
+by side):
     batched      --max-batch-size 32 --max-wait-ms 2   (the default service settings)
     unbatched    --max-batch-size 1                    (one query per encoder call)
-Reports QPS, p50/p99 latency, errors and the mean micro-batch size (from the server's /metrics), and the
-throughput ratio batched / unbatched. JSON goes to bench/out/serving.json. Loopback only; bounded in time.
+Reports, per dtype, QPS, p50/p99 latency, errors and the mean micro-batch size (from the server's
+/metrics), the throughput ratio batched / unbatched, and how far the rankings of 20 probe queries agree
+between the modes and with float32. JSON goes to bench/out/serving.json. Loopback only; bounded in time.
 """
 
 from __future__ import annotations
@@ -164,41 +166,50 @@ def summarize(parts: list[dict]) -> dict:
 MODES = {"unbatched": (1, 0.0), "batched": (32, 2.0)}
 
 
-def run_modes(bundle: Path, qs: list[str], args) -> tuple[dict, dict]:
-    """Both servers up at once (an idle one costs no CPU); load phases alternate between them in
-    `--rounds` rounds, so a change in the machine's background load hits both modes alike."""
+def run_modes(bundle: Path, qs: list[str], args, dtypes: list[str]) -> tuple[dict, dict]:
+    """One server per (dtype, mode), all up at once (an idle one costs no CPU); load phases alternate
+    between them in `--rounds` rounds, so a change in the machine's background load hits every
+    configuration alike. Returns ({dtype: {mode: stats}}, {dtype: {mode: probe rankings}})."""
     from contextlib import ExitStack
 
     from resume.serving.process import ServerProcess
 
-    results, rankings = {}, {}
+    configs = [(dt, mode) for dt in dtypes for mode in MODES]
+    results: dict = {dt: {} for dt in dtypes}
+    rankings: dict = {dt: {} for dt in dtypes}
     with ExitStack() as stack:
         servers = {}
-        for mode, (batch, wait_ms) in MODES.items():
+        for dt, mode in configs:
+            batch, wait_ms = MODES[mode]
             cmd = ["serve", "retriever", "--model", str(bundle), "--device", "cpu", "--read-only", "--no-access-log",
-                   "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms)]
-            servers[mode] = stack.enter_context(ServerProcess(cmd, timeout=300))
-        parts: dict[str, list] = {m: [] for m in MODES}
+                   "--max-batch-size", str(batch), "--max-wait-ms", str(wait_ms), "--dtype", dt]
+            servers[dt, mode] = stack.enter_context(ServerProcess(cmd, timeout=300))
+        parts: dict = {c: [] for c in configs}
         before = {}
-        for mode, srv in servers.items():
+        for (dt, mode), srv in servers.items():
             probe = httpx.post(f"{srv.url}/v1/models/{NAME}:predict", timeout=60,
                                json={"instances": [{"query": q, "k": 10} for q in qs[:20]]}).json()
-            rankings[mode] = [p["doc_ids"] for p in probe["predictions"]]
+            rankings[dt][mode] = [p["doc_ids"] for p in probe["predictions"]]
             asyncio.run(drive(srv.url, qs, clients=args.clients, duration=2.0, max_requests=100))  # warm-up
-            before[mode] = batch_stats(srv.url)
+            before[dt, mode] = batch_stats(srv.url)
         for r in range(args.rounds):
-            order = list(MODES) if r % 2 == 0 else list(MODES)[::-1]
-            for mode in order:
-                parts[mode].append(asyncio.run(drive(servers[mode].url, qs, clients=args.clients,
-                                                     duration=args.duration / args.rounds,
-                                                     max_requests=args.max_requests // args.rounds)))
-        for mode, srv in servers.items():
+            for c in (configs if r % 2 == 0 else configs[::-1]):
+                parts[c].append(asyncio.run(drive(servers[c].url, qs, clients=args.clients,
+                                                  duration=args.duration / args.rounds,
+                                                  max_requests=args.max_requests // args.rounds)))
+        for (dt, mode), srv in servers.items():
             after = batch_stats(srv.url)
-            nb, nq = after["batches"] - before[mode]["batches"], after["queries"] - before[mode]["queries"]
+            nb = after["batches"] - before[dt, mode]["batches"]
+            nq = after["queries"] - before[dt, mode]["queries"]
             batch, wait_ms = MODES[mode]
-            results[mode] = {**summarize(parts[mode]), "max_batch_size": batch, "max_wait_ms": wait_ms,
-                             "startup_s": round(srv.startup_s, 1), "mean_batch_size": round(nq / nb, 2) if nb else 0.0}
+            results[dt][mode] = {**summarize(parts[dt, mode]), "max_batch_size": batch, "max_wait_ms": wait_ms,
+                                 "startup_s": round(srv.startup_s, 1),
+                                 "mean_batch_size": round(nq / nb, 2) if nb else 0.0}
     return results, rankings
+
+
+def top10_overlap(a: list[list[str]], b: list[list[str]]) -> float:
+    return round(float(np.mean([len(set(x) & set(y)) / max(len(x), 1) for x, y in zip(a, b)])), 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,9 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="seconds per mode (at most 60)")
     p.add_argument("--max-requests", type=int, default=6000, help="request cap per mode")
     p.add_argument("--rounds", type=int, default=4, help="alternating load phases per mode")
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="encoder dtypes, each measured batched and unbatched (bf16 pays on CPUs with AMX)")
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "serving.json"))
     args = p.parse_args(argv)
     args.duration = min(args.duration, 60.0)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     model = pick_model(args.model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -220,22 +234,31 @@ def main(argv: list[str] | None = None) -> int:
     build_s = time.perf_counter() - t0
     qs = queries()
     load_before = os.getloadavg()
-    modes, rankings = run_modes(bundle, qs, args)
-    batched, unbatched = modes["batched"], modes["unbatched"]
-    rank_b, rank_u = rankings["batched"], rankings["unbatched"]
-    speedup = batched["qps"] / unbatched["qps"] if unbatched["qps"] else float("inf")
+    stats, rankings = run_modes(bundle, qs, args, dtypes)
+    runs = {}
+    for dt in dtypes:
+        batched, unbatched = stats[dt]["batched"], stats[dt]["unbatched"]
+        speedup = batched["qps"] / unbatched["qps"] if unbatched["qps"] else float("inf")
+        runs[dt] = {"modes": {"batched": batched, "unbatched": unbatched},
+                    "throughput_ratio_batched_vs_unbatched": round(speedup, 2),
+                    "same_ranking_both_modes": rankings[dt]["batched"] == rankings[dt]["unbatched"],
+                    "probe_top10_overlap_both_modes": top10_overlap(rankings[dt]["batched"], rankings[dt]["unbatched"]),
+                    "zero_errors": batched["errors"] == 0 and unbatched["errors"] == 0,
+                    "meets_3x": speedup >= 3.0}
+        if dt != dtypes[0]:
+            runs[dt][f"probe_top10_overlap_vs_{dtypes[0]}"] = top10_overlap(rankings[dt]["batched"],
+                                                                           rankings[dtypes[0]]["batched"])
     result = {
         "bench": "serving",
         "model": model,
         "model_note": "all-MiniLM-L6-v2 (real weights)" if model == "all-minilm-l6-v2" else f"{model} (fallback)",
         "n_docs": args.docs, "clients": args.clients, "duration_s_per_mode": args.duration, "rounds": args.rounds,
         "max_requests_per_mode": args.max_requests, "request": "v1, one query per request, k=10",
-        "bundle_build_s": round(build_s, 1),
-        "modes": {"batched": batched, "unbatched": unbatched},
-        "throughput_ratio_batched_vs_unbatched": round(speedup, 2),
-        "same_ranking_both_modes": rank_b == rank_u,
-        "zero_errors": batched["errors"] == 0 and unbatched["errors"] == 0,
-        "meets_3x": speedup >= 3.0,
+        "dtypes": dtypes, "bundle_build_s": round(build_s, 1),
+        "runs": runs,
+        "throughput_ratio_batched_vs_unbatched": {dt: runs[dt]["throughput_ratio_batched_vs_unbatched"] for dt in dtypes},
+        "zero_errors": all(r["zero_errors"] for r in runs.values()),
+        "meets_3x": {dt: runs[dt]["meets_3x"] for dt in dtypes},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
@@ -245,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, out)
     print(json.dumps(result, indent=2))
-    return 0 if result["zero_errors"] and result["same_ranking_both_modes"] else 1
+    # fp32 rankings must not depend on how queries are batched; bf16 rounding may reorder near-ties
+    exact = all(r["same_ranking_both_modes"] for dt, r in runs.items() if dt == "float32")
+    return 0 if result["zero_errors"] and exact else 1
 
 
 if __name__ == "__main__":

@@ -162,6 +162,54 @@ def test_micro_batcher_batches_and_survives_errors():
     assert res == [i * 10 for i in range(20)] and all(len(c) == 1 for c in calls)
 
 
+def test_serving_dtype_override(bundle_dir, library, queries):
+    """`--dtype` reaches the encoder (queries only: the index is the bundle's), and a bad value fails before
+    anything loads, naming the accepted values."""
+    import torch
+
+    from resume.errors import ConfigError
+    from resume.serving.server import build_models
+
+    with pytest.raises(ConfigError, match="'auto', 'float32', 'bfloat16', 'float16'"):
+        build_models("retriever", model=str(bundle_dir / "nope"), dtype="int8")
+    (m,) = build_models("retriever", model=str(bundle_dir), device="cpu", allow_add=False, dtype="bfloat16")
+    try:
+        assert next(m.bundle.encoder.model.parameters()).dtype == torch.bfloat16
+        assert next(library.encoder.model.parameters()).dtype == torch.float32  # the bundle's own default
+        emb = m.bundle.encoder.encode_queries(queries)
+        assert emb.dtype == np.float32 and emb.shape == (len(queries), library.index.dim)
+        assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
+        assert np.abs(emb - library.encoder.encode_queries(queries)).max() < 0.05  # bf16 rounding, same model
+    finally:
+        m.stop()
+
+
+def test_no_access_log_drops_kserve_timing_middleware(monkeypatch):
+    """Without the access log, kserve's TimingMiddleware (whose only output is the kserve.trace log) is left
+    out of the app; with it, kserve's middlewares are added as before. The host override still applies."""
+    import fastapi
+    import kserve.model_server as ms
+    from timing_asgi import TimingMiddleware
+
+    from resume.serving.server import _customise_rest_server
+
+    kserve_cls = ms.RESTServer
+    monkeypatch.setattr(ms, "RESTServer", kserve_cls)  # restored after the test
+
+    def middlewares(timing: bool) -> list:
+        _customise_rest_server(host="127.0.0.1", timing=timing)
+        assert ms.RESTServer.__mro__[1] is kserve_cls  # one subclass of kserve's class, however often it runs
+        server = object.__new__(ms.RESTServer)
+        server.access_log_format = None
+        app = fastapi.FastAPI()
+        server._add_middlewares(app)
+        assert "add_middleware" not in vars(app)  # the temporary filter is gone
+        return [m.cls for m in app.user_middleware]
+
+    assert TimingMiddleware in middlewares(timing=True)
+    assert TimingMiddleware not in middlewares(timing=False)
+
+
 # ------------------------------------------------------------------------------------ real server: v1/v2
 
 

@@ -149,7 +149,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           summarizer=args.summarizer, config=args.config, device=args.device, max_batch_size=args.max_batch_size,
           max_wait_ms=args.max_wait_ms, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
           max_chars=args.max_chars, allow_add=not args.read_only, host=args.host,
-          access_log=not args.no_access_log, threads=args.threads)
+          access_log=not args.no_access_log, threads=args.threads, dtype=args.dtype)
     return 0
 
 
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="REST bind address (default: kserve's 0.0.0.0; 127.0.0.1 = this machine only)")
     p.add_argument("--no-access-log", action="store_true", help="no per-request access/timing log lines")
     p.add_argument("--threads", type=int, help="torch threads (default: usable cores - 1, at least 1)")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="weights dtype of the served model (the retriever's encoder, or the summarizer); default: "
+                   "the model's config (auto = bf16 on GPU, fp32 on CPU); bfloat16 pays on CPUs with AMX")
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -248,8 +248,9 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: str | Path, *, device: str | None = None) -> LoadedBundle:
-    """Load and cross-check a bundle: encoder, FAISS index and docs.jsonl must agree in size and dim."""
+def load_bundle(path: str | Path, *, device: str | None = None, dtype: str | None = None) -> LoadedBundle:
+    """Load and cross-check a bundle: encoder, FAISS index and docs.jsonl must agree in size and dim.
+    dtype overrides the encoder's retriever.dtype (queries only: the index keeps the vectors it was built with)."""
     from resume.index import DocIndex
     from resume.retriever import Encoder
 
@@ -267,7 +268,7 @@ def load_bundle(path: str | Path, *, device: str | None = None) -> LoadedBundle:
     if missing or len(by_id) != len(index):
         raise DataError(str(docs_path), None, f"{len(by_id)} documents for an index of {len(index)} rows "
                         f"(ids missing from docs.jsonl: {missing[:5]})")
-    encoder = Encoder(str(rdir), retriever_config(meta), device=device)
+    encoder = Encoder(str(rdir), retriever_config(meta), device=device, dtype=dtype)
     if int(encoder.dim) != index.dim or index.dim != int(meta.get("dim", index.dim)):
         raise ModelError(f"{path}: encoder dim {encoder.dim} != index dim {index.dim} "
                          f"(bundle.json says {meta.get('dim')})")

@@ -61,6 +61,7 @@ class RetrieverModel(kserve.Model):
     """Dense retrieval over a bundle. Options:
 
     source: bundle dir, run dir, or MLflow URI. device: encoder device (`None` = the encoder's default).
+    dtype: encoder weights dtype (`None` = the bundle's retriever.dtype; the index is used as built).
     max_batch_size / max_wait_ms: micro-batching (1 disables it). default_k, max_k (k is also capped by
     the number of indexed documents), max_query_chars, max_instances (per request). encode_batch_size:
     queries per encoder forward pass inside a micro-batch (they are length-sorted first; default 8 on
@@ -72,10 +73,11 @@ class RetrieverModel(kserve.Model):
     def __init__(self, name: str, source: str, *, device: str | None = None, max_batch_size: int = 32,
                  max_wait_ms: float = 2.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
                  max_doc_chars: int = 100_000, max_instances: int = 256, summarizer: Any = None,
-                 allow_add: bool = True, encode_batch_size: int | None = None):
+                 allow_add: bool = True, encode_batch_size: int | None = None, dtype: str | None = None):
         super().__init__(name)
         self.source = source
         self.device = device
+        self.dtype = dtype
         self.max_batch_size, self.max_wait_ms = max_batch_size, max_wait_ms
         self.default_k, self.max_k = default_k, max_k
         self.max_query_chars, self.max_doc_chars, self.max_instances = max_query_chars, max_doc_chars, max_instances
@@ -92,7 +94,7 @@ class RetrieverModel(kserve.Model):
         from resume.serving.loading import resolve_retriever_source
 
         path = resolve_retriever_source(self.source, device=self.device)
-        self.bundle = load_bundle(path, device=self.device)
+        self.bundle = load_bundle(path, device=self.device, dtype=self.dtype)
         enc = self.bundle.encoder
         enc.encode_queries(["warm-up query"])  # first call pays lazy initialisation
         if self.encode_batch_size is None:  # CPU: length-sorted passes of 8 pad less than one pass of 32

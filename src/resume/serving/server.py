@@ -88,28 +88,41 @@ def set_torch_threads(threads: int | None = None) -> int:
     return threads
 
 
-def _bind_rest_to(host: str) -> None:
-    """Make kserve's RESTServer listen on `host` (0.21 hard-codes 0.0.0.0 in its uvicorn.Config)."""
+def _customise_rest_server(*, host: str | None, timing: bool) -> None:
+    """Adapt kserve 0.21's RESTServer: listen on `host` (it hard-codes 0.0.0.0 in its uvicorn.Config) and,
+    with `timing=False`, leave out its TimingMiddleware: two getrusage() calls and a log record per request
+    whose only output is the kserve.trace log (about a third of the event loop's time per request under
+    load). kserve's other middlewares (the access-log format) are added as usual."""
     import kserve.model_server as ms
 
-    base = ms.RESTServer
-    if getattr(base, "_resume_host", None) is not None:
-        base._resume_host = host
-        return
+    base = getattr(ms.RESTServer, "_resume_base", ms.RESTServer)  # idempotent: one subclass of kserve's class
 
-    class _HostRESTServer(base):
-        _resume_host = host
+    class _RESTServer(base):
+        _resume_base = base
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.config.host = type(self)._resume_host
+            if host:
+                self.config.host = host
 
-    ms.RESTServer = _HostRESTServer
+        def _add_middlewares(self, app):
+            if timing:
+                return super()._add_middlewares(app)
+            from timing_asgi import TimingMiddleware
+
+            add = app.add_middleware
+            app.add_middleware = lambda cls, *a, **kw: None if cls is TimingMiddleware else add(cls, *a, **kw)
+            try:
+                return super()._add_middlewares(app)
+            finally:
+                del app.add_middleware  # the instance attribute; the class method shows through again
+
+    ms.RESTServer = _RESTServer
 
 
 def build_models(kind: str, *, model: str, name: str | None = None, summarizer: str | None = None,
                  config: Any = None, device: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 max_k: int = 1000, max_chars: int = 20_000, allow_add: bool = True) -> list:
+                 max_k: int = 1000, max_chars: int = 20_000, allow_add: bool = True, dtype: str | None = None) -> list:
     """The kserve models for `kind`, loaded (ready). Retriever: [retriever, <name>-add] (or just the
     retriever when `allow_add` is False). Summarizer: [summarizer]."""
     if kind not in KINDS:
@@ -117,6 +130,10 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
     if max_batch_size < 1 or max_wait_ms < 0 or max_k < 1 or max_chars < 1:
         raise ConfigError(f"serve: max_batch_size ({max_batch_size}), max_k ({max_k}) and max_chars ({max_chars}) "
                           f"must be >= 1 and max_wait_ms ({max_wait_ms}) >= 0")
+    if dtype is not None:
+        from resume.models import torch_dtype
+
+        torch_dtype(dtype)  # a ConfigError naming the accepted values, before anything loads
     name = name or f"resume-{kind}"
     if kind == "retriever":
         from resume.serving.retriever import RetrieverModel
@@ -124,14 +141,14 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
 
         gen = SummaryGenerator(summarizer, config, device=device) if summarizer else None
         m = RetrieverModel(name, model, device=device, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                           max_k=max_k, max_doc_chars=max_chars, summarizer=gen, allow_add=allow_add)
+                           max_k=max_k, max_doc_chars=max_chars, summarizer=gen, allow_add=allow_add, dtype=dtype)
         m.load()
         log.info("%s ready: %d documents, dim %d, micro-batch <= %d / %.1f ms%s", name, m.n_docs,
                  m.bundle.index.dim, max_batch_size, max_wait_ms, f"; adds summarised by {summarizer}" if gen else "")
         return [m, m.add_model()] if allow_add else [m]
     from resume.serving.summarizer import SummarizerModel
 
-    m = SummarizerModel(name, model, cfg=config, device=device, max_chars=max_chars)
+    m = SummarizerModel(name, model, cfg=config, device=device, max_chars=max_chars, dtype=dtype)
     m.load()
     log.info("%s ready: %s", name, m.generator.model_ref)
     return [m]
@@ -141,11 +158,14 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
           summarizer: str | None = None, config: Any = None, device: str | None = None, max_batch_size: int = 32,
           max_wait_ms: float = 2.0, max_k: int = 1000, max_body_bytes: int = 1_000_000, max_chars: int = 20_000,
           allow_add: bool = True, host: str | None = None, access_log: bool = True,
-          threads: int | None = None) -> None:
+          threads: int | None = None, dtype: str | None = None) -> None:
     """Load the model(s) and serve them until SIGTERM/SIGINT (blocks).
 
     host: REST bind address (kserve 0.21 always binds 0.0.0.0; e.g. `127.0.0.1` keeps a local server
-    private). access_log: uvicorn's access line and kserve's timing lines per request.
+    private). access_log: uvicorn's access line and kserve's timing lines per request (off also drops
+    kserve's timing middleware). dtype: weights dtype (`auto`: bf16 on GPU, fp32 on CPU; `bfloat16` pays
+    on CPUs with AMX/AVX512-BF16, see bench/README.md) of the retriever's encoder, or of the summarizer
+    (overrides summarizer.dtype of its config).
     threads: torch intra-op threads; default: the usable cores minus one (at least 1), which leaves a
     core to the event loop that parses requests while a micro-batch runs.
     """
@@ -156,8 +176,7 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
         raise ConfigError(f"serve: max_body_bytes must be >= 1, got {max_body_bytes}")
     set_torch_threads(threads)
     kserve = import_kserve()
-    if host:
-        _bind_rest_to(host)
+    _customise_rest_server(host=host, timing=access_log)
     if not access_log:
         logging.getLogger("uvicorn.access").disabled = True
         logging.getLogger("kserve.trace").disabled = True
@@ -166,7 +185,7 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
                                 workers=1, enable_latency_logging=False)
     models = build_models(kind, model=model, name=name, summarizer=summarizer, config=config, device=device,
                           max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k, max_chars=max_chars,
-                          allow_add=allow_add)
+                          allow_add=allow_add, dtype=dtype)
     from kserve.model_server import app
 
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)

@@ -24,6 +24,7 @@ run's `config.yaml` found next to the model (run directory / registry artifacts)
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,11 @@ class SummaryGenerator:
     predictor and by the retriever's document adds)."""
 
     def __init__(self, source: str, cfg: Any = None, *, device: str | None = None, max_wait_ms: float = 5.0,
-                 max_batch_size: int | None = None):
+                 max_batch_size: int | None = None, dtype: str | None = None):
         self.source = source
         self.cfg = cfg
         self.device = device
+        self.dtype = dtype
         self.max_wait_ms = max_wait_ms
         self.max_batch_size = max_batch_size
         self.loaded = False
@@ -82,6 +84,9 @@ class SummaryGenerator:
             self.cfg = find_run_config(cfg_dir) if cfg_dir is not None else load_config(None)
         elif isinstance(self.cfg, str | Path):
             self.cfg = load_config(self.cfg)
+        if self.dtype is not None:  # a copy: the caller's config object stays as it was
+            self.cfg = copy.deepcopy(self.cfg)
+            self.cfg.summarizer.dtype = self.dtype
         runner = BatchSummarizer(model, self.cfg, device=self.device)
         self.model, self.tokenizer = runner.model, runner.tokenizer
         self.model_ref = model
@@ -111,12 +116,13 @@ class SummaryGenerator:
 
 class SummarizerModel(kserve.Model):
     """Options: source (HF dir, run dir, packaged name or MLflow URI), cfg (ResumeConfig or YAML path),
-    device, max_chars (per document), max_instances (per request)."""
+    device, dtype (overrides summarizer.dtype), max_chars (per document), max_instances (per request)."""
 
     def __init__(self, name: str, source: str, *, cfg: Any = None, device: str | None = None,
-                 max_chars: int = 20_000, max_instances: int = 64, max_wait_ms: float = 5.0):
+                 max_chars: int = 20_000, max_instances: int = 64, max_wait_ms: float = 5.0,
+                 dtype: str | None = None):
         super().__init__(name)
-        self.generator = SummaryGenerator(source, cfg, device=device, max_wait_ms=max_wait_ms)
+        self.generator = SummaryGenerator(source, cfg, device=device, max_wait_ms=max_wait_ms, dtype=dtype)
         self.max_chars, self.max_instances = max_chars, max_instances
 
     def load(self) -> bool:
