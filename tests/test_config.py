@@ -9,11 +9,23 @@ from resume.config import SYSTEMS, ResumeConfig, dump_config, load_config
 from resume.errors import ConfigError
 
 
-@pytest.mark.parametrize("name", ["tiny", "demo", "paper"])
+@pytest.mark.parametrize("name", ["tiny", "demo", "cranfield", "paper"])
 def test_presets_load(repo_root, name):
     cfg = load_config(repo_root / "configs" / f"{name}.yaml")
     assert isinstance(cfg, ResumeConfig)
     assert cfg.name == name
+
+
+def test_cranfield_preset_is_the_demo_on_the_whole_collection(repo_root):
+    """configs/cranfield.yaml differs from the demo only in the working set, GRPO steps and the experiment."""
+    from resume.config import flatten
+
+    demo = flatten(load_config(repo_root / "configs" / "demo.yaml").to_dict())
+    full = flatten(load_config(repo_root / "configs" / "cranfield.yaml").to_dict())
+    diff = {k for k in demo.keys() | full.keys() if demo.get(k) != full.get(k)}
+    assert diff == {"name", "data.max_train_queries", "data.max_eval_queries", "data.distractors",
+                    "grpo.max_steps", "tracking.experiment"}
+    assert (full["data.max_train_queries"], full["data.max_eval_queries"], full["data.distractors"]) == (None,) * 3
 
 
 def test_paper_preset_carries_the_papers_hyperparameters(repo_root):
