@@ -1,5 +1,6 @@
-"""Pieces shared by the FAISS benchmarks (bench_index.py, bench_eval.py): the NumPy baseline, the
-thread limit, and the environment block of their JSON."""
+"""Pieces shared by the benchmarks: for the FAISS ones (bench_index.py, bench_eval.py) the NumPy baseline,
+the thread limit and the environment block of their JSON; for the serving ones (bench_serving.py,
+bench_query_dtype.py) the top-10 agreement of two rankings."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def numpy_topk(docs: np.ndarray, queries: np.ndarray, k: int, chunk: int = 250) 
         out_i[start:start + chunk] = np.take_along_axis(part, order, axis=1)
         out_s[start:start + chunk] = np.take_along_axis(ps, order, axis=1)
     return out_s, out_i
+
+
+def top10_overlap(a, b) -> float:
+    """Mean share of the first ranking's top 10 that the second one's top 10 also holds (per query, then
+    averaged); rankings are sequences of document ids or index rows, best first."""
+    return round(float(np.mean([len(set(x[:10]) & set(y[:10])) / max(len(x[:10]), 1) for x, y in zip(a, b)])), 4)
 
 
 def with_thread_limit(threads: int | None, fn: Callable[[], Any]) -> Any:

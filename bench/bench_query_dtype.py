@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
+from _common import top10_overlap
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "cranfield"
@@ -93,16 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("dev", "test"):
         qrels = read_qrels(DATA / "qrels" / f"{split}.tsv")
         qids = sorted(qrels)
-        tops = {}
+        ranked = {}
         for dt, enc in encoders.items():
             scores, idx = search(index, enc.encode_queries([queries[q] for q in qids]), 100)
             run = {q: {ids[j]: float(s) for s, j in zip(scores[i], idx[i]) if j >= 0} for i, q in enumerate(qids)}
             metrics = compute_metrics(qrels, run)  # the run holds the top 100: recall@1000 would repeat recall@100
             quality.setdefault(split, {})[dt] = {k: round(v, 4) for k, v in metrics.items() if k != "recall@1000"}
-            tops[dt] = idx[:, :10]
+            ranked[dt] = idx
         quality[split]["n_queries"] = len(qids)
-        quality[split]["bf16_top10_overlap_with_fp32"] = round(float(np.mean(
-            [len(set(a) & set(b)) / 10 for a, b in zip(tops["float32"], tops["bfloat16"])])), 4)
+        quality[split]["bf16_top10_overlap_with_fp32"] = top10_overlap(ranked["float32"], ranked["bfloat16"])
         print(split, quality[split], flush=True)
 
     result = {

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from _common import top10_overlap
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -208,10 +209,6 @@ def run_modes(bundle: Path, qs: list[str], args, dtypes: list[str]) -> tuple[dic
     return results, rankings
 
 
-def top10_overlap(a: list[list[str]], b: list[list[str]]) -> float:
-    return round(float(np.mean([len(set(x) & set(y)) / max(len(x), 1) for x, y in zip(a, b)])), 4)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="encoder (default: all-minilm-l6-v2 when installed, else tiny-encoder)")
@@ -225,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "out" / "serving.json"))
     args = p.parse_args(argv)
     args.duration = min(args.duration, 60.0)
+    from resume.io import atomic_write_json
+
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     model = pick_model(args.model)
     out = Path(args.out)
@@ -264,9 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    atomic_write_json(out, result)
     print(json.dumps(result, indent=2))
     # fp32 rankings must not depend on how queries are batched; bf16 rounding may reorder near-ties
     exact = all(r["same_ranking_both_modes"] for dt, r in runs.items() if dt == "float32")
