@@ -63,6 +63,7 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=1000:1000 configs ./configs
 COPY --chown=1000:1000 data/cranfield ./data/cranfield
+COPY --chown=1000:1000 data/medline ./data/medline
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/home/resume \

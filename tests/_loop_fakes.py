@@ -44,6 +44,7 @@ class FakeStages:
     dev: dict[int, float] = field(default_factory=lambda: {-1: 0.3, 0: 0.2, 1: 0.25, 2: 0.3, 3: 0.35, 4: 0.4})
     fail_on: str | None = None  # "stage:out-path-substring": raise once when called
     calls: list[tuple[str, str]] = field(default_factory=list)
+    args: list[dict] = field(default_factory=list)  # what each call received (models, texts, weights)
 
     def _maybe_fail(self, stage: str, out: str) -> None:
         if self.fail_on:
@@ -67,6 +68,7 @@ class FakeStages:
 
     def summarize_corpus(self, cfg, *, data_dir, model, retriever, out_path, doc_ids=None):
         self.calls.append(("summarize", str(out_path)))
+        self.args.append({"stage": "summarize", "out": str(out_path), "model": str(model), "data": str(data_dir)})
         self._maybe_fail("summarize", str(out_path))
         from resume.data import load_beir
 
@@ -85,13 +87,18 @@ class FakeStages:
         atomic_write_json(out / "config.json", {"init": str(init_model), "texts": str(texts)})
         return str(out)
 
-    def evaluate_retrieval(self, cfg, *, data_dir, split, retriever, texts=None, out_dir):
+    def evaluate_retrieval(self, cfg, *, data_dir, split, retriever, texts=None, out_dir, mode=None,
+                           fusion_weight=None):
         self.calls.append(("evaluate", str(out_dir)))
+        self.args.append({"stage": "evaluate", "out": str(out_dir), "retriever": str(retriever), "texts": str(texts),
+                          "mode": mode, "weight": fusion_weight, "data": str(data_dir), "split": split})
         self._maybe_fail("evaluate", str(out_dir))
         t = _t(texts)
         v = self.dev.get(t, 0.0) + (0.01 if split == "test" else 0.0)
         if "full_doc_control" in str(retriever):
             v += 0.02
+        if mode == "fused":
+            v += 0.03 * (1.0 - fusion_weight)
         m = {"mrr@10": v, "ndcg@10": v + 0.05, "recall@100": min(1.0, v + 0.5), "recall@1000": 1.0}
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -99,12 +106,35 @@ class FakeStages:
         atomic_write_json(out / "metrics.json", m)
         return m
 
+    def choose_fusion_weight(self, cfg, *, data_dir, split, retriever, texts):
+        self.calls.append(("choose_weight", str(texts)))
+        self.args.append({"stage": "choose_weight", "retriever": str(retriever), "texts": str(texts), "split": split})
+        return {"weight": 0.7, "metric": "mrr@10", "value": 0.5, "curve": {"0.7": 0.5}}
+
+    def quality_signals(self, cfg, *, data_dir, summaries, judge):
+        self.calls.append(("quality", str(summaries)))
+        self.args.append({"stage": "quality", "summaries": str(summaries), "judge": str(judge), "data": str(data_dir)})
+        t = _t(summaries)
+        return {"text": {"placeholder_rate": 0.0, "copy_rate": 0.1 * max(t, 0), "mean_tokens": 6.0 + t},
+                "fixed_judge": {"n": 2, "judge": str(judge), "delta_mean": 0.01 * t, "reward_mean": 0.1 * t}}
+
+    def write_lead_summaries(self, data_dir, out_path, *, retriever_tokenizer=None):
+        self.calls.append(("lead", str(out_path)))
+        from resume.data import load_beir
+
+        rows = [{"_id": d, "summary": f"lead of {d}", "completion": "", "n_tokens": 3, "has_separator": True,
+                 "truncated": False} for d in load_beir(data_dir).corpus]
+        write_jsonl(out_path, rows)
+        return {"n_docs": len(rows)}
+
     def stages(self) -> Stages:
         from resume.data import load_beir, select_working_set, write_beir
 
         return Stages(load_beir=load_beir, select_working_set=select_working_set, write_beir=write_beir,
                       grpo_train=self.grpo_train, summarize_corpus=self.summarize_corpus,
-                      finetune_retriever=self.finetune_retriever, evaluate_retrieval=self.evaluate_retrieval)
+                      finetune_retriever=self.finetune_retriever, evaluate_retrieval=self.evaluate_retrieval,
+                      choose_fusion_weight=self.choose_fusion_weight, quality_signals=self.quality_signals,
+                      write_lead_summaries=self.write_lead_summaries)
 
 
 def fake_cfg(data_dir: Path, **loop):

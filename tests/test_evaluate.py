@@ -361,3 +361,201 @@ def test_cli_evaluate_with_tiny_encoder(beir_dir, tmp_path, capsys):
     m = json.loads(out)
     assert set(m) == {"mrr@10", "ndcg@10", "recall@100", "recall@1000"} and m["recall@100"] == 1.0
     assert (tmp_path / "ev" / "run.trec").is_file()
+
+
+# ------------------------------------------------------------------------------------ index modes
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _topk(q, emb, k):
+    return np.argsort(-(q @ emb.T), axis=1, kind="stable")[:, :k]
+
+
+def test_fuse_scores_weight_extremes_are_the_single_views():
+    from resume.index import fuse_scores
+
+    rng = np.random.default_rng(3)
+    docs, summ, q = (_unit(rng.standard_normal((n, 16))) for n in (40, 40, 6))
+    d_rows, s_rows = _topk(q, docs, 8), _topk(q, summ, 8)
+    for w, emb in ((1.0, docs), (0.0, summ)):
+        scores, rows = fuse_scores(q, d_rows, s_rows, weight=w, doc_vectors=docs, summary_vectors=summ)
+        for i in range(len(q)):
+            union = np.union1d(d_rows[i], s_rows[i])
+            cos = emb[union] @ q[i]
+            assert rows[i][rows[i] >= 0].tolist() == union[np.argsort(-cos, kind="stable")].tolist()
+            assert np.allclose(scores[i][rows[i] >= 0], np.sort(cos)[::-1], atol=1e-6)
+        # the top 8 is exactly the single view's own top 8
+        assert rows[:, :8].tolist() == (d_rows if w == 1.0 else s_rows).tolist()
+    # in between: exact cosines of both views for every candidate, also those only one view found
+    scores, rows = fuse_scores(q, d_rows, s_rows, weight=0.3, doc_vectors=docs, summary_vectors=summ, k=5)
+    assert rows.shape == (6, 5)
+    for i in range(len(q)):
+        expect = 0.3 * (docs[rows[i]] @ q[i]) + 0.7 * (summ[rows[i]] @ q[i])
+        assert np.allclose(scores[i], expect, atol=1e-6) and np.all(np.diff(scores[i]) <= 0)
+    with pytest.raises(ResumeError, match=r"weight in \[0, 1\]"):
+        fuse_scores(q, d_rows, s_rows, weight=1.5, doc_vectors=docs, summary_vectors=summ)
+
+
+def test_fuse_scores_rrf_by_hand():
+    from resume.index import fuse_scores
+
+    q = np.zeros((1, 4), np.float32)
+    # document view ranks 0 then 1; summary view ranks 2 then 0 (-1 = padding)
+    scores, rows = fuse_scores(q, [[0, 1, -1]], [[2, 0, -1]], fusion="rrf", rrf_k=60)
+    assert rows.tolist() == [[0, 2, 1]]
+    assert np.allclose(scores, [[1 / 61 + 1 / 62, 1 / 61, 1 / 62]])
+    scores, rows = fuse_scores(q, [[1, 0]], [[0, 1]], fusion="rrf", rrf_k=0)  # a tie: the lower row first
+    assert rows.tolist() == [[0, 1]] and scores[0, 0] == scores[0, 1] == np.float32(1.5)
+
+
+class LongEncoder(HashEncoder):
+    """HashEncoder with a window: max_length 12 and a tokenizer adding 2 special tokens -> 10 words."""
+
+    max_length = 12
+
+    class tokenizer:  # noqa: N801
+        @staticmethod
+        def num_special_tokens_to_add(pair=False):
+            return 2
+
+
+def test_long_only_texts_picks_summaries_of_overflowing_docs_only():
+    from resume.evaluate import doc_window, long_only_texts
+
+    docs = {"a": "w " * 10, "b": "w " * 11, "c": "short one"}
+    summ = {"a": "sa", "b": "sb", "c": "sc"}
+    assert doc_window(LongEncoder()) == 10
+    texts, long = long_only_texts(LongEncoder(), docs, summ)
+    assert long == ["b"] and texts == {"a": docs["a"], "b": "sb", "c": "short one"}
+
+
+def _summaries(path, rows):
+    path.write_text("".join(json.dumps({"_id": d, "summary": s}) + "\n" for d, s in rows.items()))
+    return path
+
+
+WRONG = {"d0": "heat flux", "d1": "wing lift", "d2": "shock wave", "d3": "boundary layer", "d4": "x", "d5": "plate"}
+
+
+def test_evaluate_fused_modes(beir_dir, tmp_path):
+    pytest.importorskip("resume.data")
+    cfg = ResumeConfig()
+    cfg.evaluate.k = 10
+    texts = _summaries(tmp_path / "s.jsonl", WRONG)
+    ev = dict(data_dir=beir_dir, split="test", retriever="hash", encoder=HashEncoder())
+    base = evaluate_retrieval(cfg, out_dir=tmp_path / "base", **ev)
+    summ = evaluate_retrieval(cfg, texts=texts, out_dir=tmp_path / "summ", **ev)
+    assert base["mrr@10"] == 1.0 and summ["mrr@10"] < 1.0
+    with pytest.raises(ResumeError, match="needs summaries"):
+        evaluate_retrieval(cfg, mode="fused", fusion_weight=0.5, out_dir=tmp_path / "x", **ev)
+    with pytest.raises(ResumeError, match=r"weight in \[0, 1\]"):
+        evaluate_retrieval(cfg, texts=texts, mode="fused", out_dir=tmp_path / "x", **ev)
+    assert not (tmp_path / "x").exists()
+    for w, ref in ((1.0, "base"), (0.0, "summ")):
+        m = evaluate_retrieval(cfg, texts=texts, mode="fused", fusion_weight=w, out_dir=tmp_path / f"w{w}", **ev)
+        assert m == (base if ref == "base" else summ)
+        run, ref_run = read_trec_run(tmp_path / f"w{w}" / "run.trec"), read_trec_run(tmp_path / ref / "run.trec")
+        assert {q: trec_order(d)[:3] == trec_order(ref_run[q])[:3] for q, d in run.items()} == dict.fromkeys(run, True)
+    info = json.loads((tmp_path / "w1.0" / "eval_info.json").read_text())
+    assert (info["mode"], info["fusion"], info["fusion_weight"]) == ("fused", "score", 1.0)
+    cfg.evaluate.fusion = "rrf"
+    m = evaluate_retrieval(cfg, texts=texts, mode="fused", out_dir=tmp_path / "rrf", **ev)
+    info = json.loads((tmp_path / "rrf" / "eval_info.json").read_text())
+    assert (info["fusion"], info["fusion_weight"], info["rrf_k"]) == ("rrf", None, 60) and m["recall@100"] == 1.0
+    base_info = json.loads((tmp_path / "base" / "eval_info.json").read_text())
+    assert (base_info["mode"], base_info["fusion"], base_info["fusion_weight"]) == ("summary", None, None)
+
+
+def test_evaluate_long_only(beir_dir, tmp_path):
+    pytest.importorskip("resume.data")
+    rows = [json.loads(x) for x in (beir_dir / "corpus.jsonl").read_text().splitlines()]
+    rows[1]["text"] = rows[3]["text"] = "a long abstract " * 5  # 15 words + title: over the 10-word window
+    (beir_dir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = ResumeConfig()
+    cfg.evaluate.k = 10
+    texts = _summaries(tmp_path / "s.jsonl", {f"d{i}": f"summary {i}" for i in range(6)})
+    evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts, mode="long_only",
+                       out_dir=tmp_path / "lo", encoder=LongEncoder())
+    info = json.loads((tmp_path / "lo" / "eval_info.json").read_text())
+    assert info["mode"] == "long_only" and info["n_summary_docs"] == 2 and info["window_tokens"] == 10
+    run = read_trec_run(tmp_path / "lo" / "run.trec")
+    assert trec_order(run["q0"])[0][0] == "d0"  # a short document keeps its full text (q0 = its title)
+    with pytest.raises(ResumeError, match="needs summaries"):
+        evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", mode="long_only",
+                           out_dir=tmp_path / "lo2", encoder=LongEncoder())
+
+
+def test_choose_fusion_weight_argmax_and_ties_toward_the_document(beir_dir, tmp_path):
+    pytest.importorskip("resume.data")
+    from resume.evaluate import CachingEncoder, choose_fusion_weight
+
+    # documents point at the wrong topic, summaries at the right one: low weights win, several tie
+    rows = [json.loads(x) for x in (beir_dir / "corpus.jsonl").read_text().splitlines()]
+    for r, topic in zip(rows, ["heat flux", "wing lift", "shock wave", "boundary layer", "x", "y"]):
+        r["title"], r["text"] = "", topic
+    (beir_dir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    texts = _summaries(tmp_path / "s.jsonl", {r["_id"]: q for r, q in zip(rows, [
+        "wing lift", "heat flux", "shock wave", "boundary layer", "jet noise", "plate buckling"])})
+    cfg = ResumeConfig()
+    cfg.evaluate.k = 10
+
+    class Counting(HashEncoder):
+        calls = 0
+
+        def encode_docs(self, texts):
+            Counting.calls += 1
+            return super().encode_docs(texts)
+
+    enc = CachingEncoder(Counting())
+    res = choose_fusion_weight(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts, encoder=enc)
+    curve = res["curve"]
+    assert sorted(curve) == [i / 10 for i in range(11)] and Counting.calls == 2  # two views, encoded once
+    best = max(curve.values())
+    tied = [w for w, v in curve.items() if v == best]
+    assert len(tied) >= 2 and res["weight"] == max(tied) < 1.0 and res["value"] == best
+    assert curve[1.0] < best and res["metric"] == "mrr@10"
+    res2 = choose_fusion_weight(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts, encoder=enc,
+                                grid=(0.0, 1.0), metric="ndcg@10")
+    assert Counting.calls == 2 and res2["weight"] == 0.0  # the cache served the same views again
+    with pytest.raises(ResumeError, match="grid"):
+        choose_fusion_weight(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts, grid=(2.0,),
+                             encoder=enc)
+
+
+def test_cli_evaluate_mode_arguments_checked_before_loading(beir_dir, tmp_path, capsys):
+    texts = _summaries(tmp_path / "s.jsonl", WRONG)
+    common = ("evaluate", "--data", str(tmp_path / "no-data"), "--retriever", "no-such-model", "--out",
+              str(tmp_path / "ev"))
+    for extra, message in (
+            (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "1.5"), "evaluate.fusion_weight: invalid value 1.5"),
+            (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "nan"), "evaluate.fusion_weight"),
+            (("--texts", str(texts), "--mode", "fused"), "score fusion needs a document weight"),
+            (("--mode", "fused", "--fusion-weight", "0.5"), "needs summaries (--texts)"),
+            (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "0.5", "--choose-weight-on", "dev"),
+             "exclude each other"),
+            (("--texts", str(texts), "--mode", "fused", "--fusion", "rrf", "--choose-weight-on", "dev"),
+             "--mode fused --fusion score")):
+        code, out, err = run_cli(capsys, *common, *extra)
+        assert code == 2 and err.startswith("error: ") and message in err, (extra, err)
+        assert "no-such-model" not in err and "no-data" not in err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_cli_evaluate_fused_choose_weight_with_tiny_encoder(beir_dir, tmp_path, capsys):
+    pytest.importorskip("resume.retriever")
+    texts = _summaries(tmp_path / "s.jsonl", WRONG)
+    out = tmp_path / "ev"
+    code, stdout, err = run_cli(capsys, "evaluate", "--data", str(beir_dir), "--split", "test", "--retriever",
+                                "tiny-encoder", "--set", "evaluate.k=10", "--set", "device=cpu", "--texts",
+                                str(texts), "--mode", "fused", "--choose-weight-on", "train", "--out", str(out))
+    if code == 2 and "tiny-encoder" in err:
+        pytest.skip(f"tiny-encoder unavailable: {err}")
+    assert code == 0, err
+    assert set(json.loads(stdout)) == {"mrr@10", "ndcg@10", "recall@100", "recall@1000"}
+    choice = json.loads((out / "fusion_weight.json").read_text())
+    assert choice["split"] == "train" and len(choice["curve"]) == 11 and "fusion weight on train" in err
+    info = json.loads((out / "eval_info.json").read_text())
+    assert info["mode"] == "fused" and info["fusion_weight"] == choice["weight"]

@@ -23,6 +23,7 @@ from resume.grpo import (
     REWARD_LOG,
     build_grpo_dataset,
     grpo_train,
+    judge_doc_ids,
     train_positives,
     trl_config,
 )
@@ -83,13 +84,23 @@ def test_dataset_cap_and_no_negatives(ds, tok):
     rows = build_grpo_dataset(c, ds, tok)
     assert len(rows) == 3 and all(r["neg_query_ids"] == [] for r in rows)
     full = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.max_train_docs=null"])
-    assert len(build_grpo_dataset(full, ds, tok)) == len(train_positives(ds, full.data.train_split))
+    held_out = judge_doc_ids(full, ds)
+    assert len(held_out) == full.grpo.judge_docs > 0
+    rows = build_grpo_dataset(full, ds, tok)  # every training document but the fixed judge's
+    assert {r["doc_id"] for r in rows} == set(train_positives(ds, full.data.train_split)) - set(held_out)
+    none = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.max_train_docs=null", "grpo.judge_docs=0"])
+    assert judge_doc_ids(none, ds) == []
+    assert len(build_grpo_dataset(none, ds, tok)) == len(train_positives(ds, none.data.train_split))
 
 
 def test_trl_config_mapping(cfg, tmp_path):
     args = trl_config(load_config(ROOT / "configs" / "tiny.yaml", ["grpo.beta=0.5", "grpo.loss_type=dapo"]),
                       tmp_path, "cpu")
     assert args.use_cpu and not args.bf16 and args.beta == 0.5 and args.loss_type == "dapo"
+    assert args.scale_rewards == "group" and not args.mask_truncated_completions
+    dr = trl_config(load_config(ROOT / "configs" / "tiny.yaml", ["grpo.scale_rewards=none",
+                                                                 "grpo.mask_truncated_completions=true"]), tmp_path, "cpu")
+    assert dr.scale_rewards == "none" and dr.mask_truncated_completions
     assert args.num_generations == cfg.grpo.num_generations and args.max_steps == cfg.grpo.max_steps
     assert args.generation_batch_size % args.num_generations == 0
     assert args.output_dir == str(tmp_path / "checkpoints")

@@ -73,6 +73,54 @@ def test_all_systems_and_ablations_layout_and_sharing(beir, tmp_path):
     assert "paper MRR@10" in report and "w/o negative queries" in report and "S_2" in report
 
 
+def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_path):
+    """The systems beyond the paper and the OOD table: which model and which texts feed each evaluation."""
+    ood = write_tiny_beir(tmp_path / "ood", n_docs=10)
+    fake = FakeStages()
+    cfg = fake_cfg(beir, max_iterations=2, eps_reward=None, eps_metric=None,
+                   systems=[*ALL_SYSTEMS, "iterative_fused", "lead", "lead_fused"])
+    cfg.data.ood = str(ood)
+    out = _run(cfg, tmp_path / "run", fake)
+    run = tmp_path / "run"
+    ev = {Path(a["out"]).relative_to(run).as_posix(): a for a in fake.args if a["stage"] == "evaluate"}
+    g2, s2 = str(run / "iter_02/retriever"), str(run / "iter_02/summaries.jsonl")
+    lead = str(run / "lead/summaries.jsonl")
+    # Iterative + fused: g_T over the documents and S_T, with the weight chosen on dev with g_T and S_T
+    assert ev["iterative_fused/eval_test"] | {"out": None} == {
+        "stage": "evaluate", "out": None, "retriever": g2, "texts": s2, "mode": "fused", "weight": 0.7,
+        "data": str(run / "data"), "split": "test"}
+    choose = [a for a in fake.args if a["stage"] == "choose_weight"]
+    assert {(a["retriever"], a["texts"], a["split"]) for a in choose} == {(g2, s2, "dev"), ("g0", lead, "dev")}
+    # the lead control is g_0 over the leads, alone and fused
+    assert (ev["lead/eval_test"]["retriever"], ev["lead/eval_test"]["texts"], ev["lead/eval_test"]["mode"]) == \
+        ("g0", lead, "summary")
+    assert (ev["lead_fused/eval_test"]["retriever"], ev["lead_fused/eval_test"]["weight"]) == ("g0", 0.7)
+    assert out["metrics"]["iterative_fused"]["mrr@10"] == pytest.approx(0.31 + 0.03 * 0.3)
+    # quality: S_0, S_1, S_2 and the leads, each judged by g_0 (never by a fine-tuned retriever)
+    q = [a for a in fake.args if a["stage"] == "quality"]
+    assert {a["judge"] for a in q} == {"g0"}
+    assert {Path(a["summaries"]).relative_to(run).as_posix() for a in q} >= {
+        "iter_00/summaries.jsonl", "iter_01/summaries.jsonl", "iter_02/summaries.jsonl", "lead/summaries.jsonl"}
+    res = json.loads((run / "results.json").read_text())
+    assert [it["quality"]["fixed_judge"]["delta_mean"] for it in res["iterations"]] == [0.01, 0.02]
+    assert res["s0_quality"]["fixed_judge"]["judge"] == "g0" and res["env"]["cpu"]
+    # OOD: f_0 and f_T summarise the OOD corpus; g_0 / g_T evaluate; the fused weight is the in-domain one
+    summ = {Path(a["out"]).relative_to(run).as_posix(): a for a in fake.args if a["stage"] == "summarize"}
+    assert summ["ood/fixed_summary/summaries.jsonl"]["model"] == "f0"
+    assert summ["ood/iterative/summaries.jsonl"]["model"] == str(run / "iter_02/summarizer")
+    assert {summ[k]["data"] for k in summ if k.startswith("ood/")} == {str(ood)}
+    assert (ev["ood/iterative/eval_test"]["retriever"], ev["ood/iterative/eval_test"]["data"]) == (g2, str(ood))
+    assert ev["ood/iterative_fused/eval_test"]["weight"] == 0.7 and ev["ood/baseline/eval_test"]["retriever"] == "g0"
+    assert ev["ood/full_doc_control/eval_test"]["retriever"] == str(run / "full_doc_control/round_02/retriever")
+    assert set(res["ood"]["systems"]) == {"baseline", "fixed_summary", "iterative", "iterative_fused",
+                                          "full_doc_control", "lead", "lead_fused"}
+    assert not [c for c in fake.calls if c[0] == "choose_weight" and "ood" in c[1]]  # nothing chosen on OOD
+    report = (run / "report.md").read_text()
+    for text in ("Iterative + fused", "Lead control + fused", "## Summary quality", "fixed-judge Δ (g_0)",
+                 "The in-domain models on `ood`", "- Machine: "):
+        assert text in report, text
+
+
 def test_early_stop_on_metric_after_completing_the_iteration(beir, tmp_path):
     fake = FakeStages()  # dev: S_0 0.20 -> iter 1 0.25 (gain 0.05)
     cfg = fake_cfg(beir, max_iterations=3, eps_reward=None, eps_metric=0.06, systems=["iterative"])
@@ -175,10 +223,15 @@ def _tiny_args(cranfield: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def tiny_full(cranfield, tmp_path_factory) -> dict:
     """configs/tiny.yaml with the real stages: every system and ablation, two iterations, no early stop."""
-    from resume.config import load_config
+    from resume.config import DataConfig, load_config
+    from resume.data import load_beir, select_working_set, write_beir
 
+    ood = tmp_path_factory.mktemp("ood") / "medline"  # a slice of the OOD set: 2 queries, their documents + 4
+    write_beir(select_working_set(load_beir(ROOT / "data" / "medline"),
+                                  DataConfig(max_eval_queries=2, distractors=4, train_split="none")), ood)
     cfg = load_config(ROOT / "configs" / "tiny.yaml", _tiny_args(cranfield) + [
-        f"loop.ablations={json.dumps(ALL_ABLATIONS)}", "loop.eps_reward=null", "loop.eps_metric=null"])
+        f"loop.ablations={json.dumps(ALL_ABLATIONS)}", "loop.eps_reward=null", "loop.eps_metric=null",
+        f"loop.systems={json.dumps(ALL_SYSTEMS + ['iterative_fused', 'lead', 'lead_fused'])}", f"data.ood={ood}"])
     out_dir = tmp_path_factory.mktemp("tiny") / "run"
     t0 = time.perf_counter()
     out = run_loop(cfg, out_dir=out_dir, track=False)
@@ -189,7 +242,7 @@ def tiny_full(cranfield, tmp_path_factory) -> dict:
 
 def test_real_tiny_every_system_and_ablation(tiny_full):
     run = Path(tiny_full["run_dir"])
-    assert set(tiny_full["metrics"]) == set(ALL_SYSTEMS)
+    assert set(tiny_full["metrics"]) == set(ALL_SYSTEMS) | {"iterative_fused", "lead", "lead_fused"}
     assert set(tiny_full["ablations"]) == set(ALL_ABLATIONS)
     for m in [*tiny_full["metrics"].values(), *tiny_full["ablations"].values()]:
         assert set(m) >= {"mrr@10", "ndcg@10", "recall@100", "recall@1000"}
@@ -203,7 +256,27 @@ def test_real_tiny_every_system_and_ablation(tiny_full):
     # f_2 was trained from f_1 with g_1 as reward model; g_2 from g_1 on S_2 (the chain of Algorithm 1)
     assert res["iterations"][1]["retriever"].startswith(str(run / "iter_02" / "retriever"))
     assert all(it["grpo_steps"] == 2 and it["reward_mean"] is not None for it in res["iterations"])
-    assert "Iterative (S_T from f_T, g_T)" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "Iterative (S_T from f_T, g_T)" in report
+    # the quality signals of every summary set, in results.json and the report (placeholder rate 0: no
+    # bracketed placeholder in the prompt); the fixed judge scored the same held-out documents each time
+    sets = [res["s0_quality"], *(it["quality"] for it in res["iterations"])]
+    for q in sets:
+        assert set(q["text"]) >= {"placeholder_rate", "boilerplate_rate", "copy_rate", "distinct_2", "mean_tokens",
+                                  "truncation_rate", "separator_rate"}
+        assert 0.0 <= q["text"]["truncation_rate"] <= 1.0 and -1.0 <= q["fixed_judge"]["delta_mean"] <= 1.0
+        assert q["fixed_judge"]["n"] == tiny_full["cfg"].grpo.judge_docs
+        assert q["fixed_judge"]["judge"] == tiny_full["cfg"].retriever.model  # g_0, never g_t
+    assert "## Summary quality" in report and "fixed-judge Δ (g_0)" in report
+    # fused and lead systems, and the OOD table with the in-domain fusion weight
+    fw = res["systems"]["iterative_fused"]["fusion"]
+    assert fw["chosen_on"] == "dev" and 0.0 <= fw["weight"] <= 1.0
+    info = json.loads((run / "iterative_fused/eval_test/eval_info.json").read_text())
+    assert info["mode"] == "fused" and info["fusion_weight"] == fw["weight"]
+    ood = res["ood"]
+    assert set(ood["systems"]) >= {"baseline", "fixed_summary", "iterative", "iterative_fused"}
+    assert ood["systems"]["iterative_fused"]["fusion_weight"] == fw["weight"]
+    assert "The in-domain models on `medline`" in report
 
 
 def test_real_tiny_early_stop_fires_with_a_huge_eps(tiny_full, tmp_path):

@@ -529,3 +529,205 @@ def test_summarizer_server_process(tmp_path):
         assert len(r.json()["predictions"]) == 2 and "reasoning" in r.json()["predictions"][1]
         r = httpx.post(f"{srv.url}/v1/models/resume-summarizer:predict", json={"instances": ["x" * 1001]})
         assert r.status_code == 400 and "at most 1000" in r.json()["error"]
+
+
+# ------------------------------------------------------------------------------------ fused bundles
+
+
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_fused_bundle_answers(tmp_path, texts, queries, fusion):
+    from resume.serving.retriever import RetrieverModel
+
+    cfg = load_config(None, ["retriever.model=tiny-encoder", "retriever.max_length=64"])
+    summaries = {d: t[:120] for d, t in texts.items()}
+    path = build_retriever_bundle(tmp_path / "fused", retriever="tiny-encoder", texts=summaries, cfg=cfg,
+                                  device="cpu", documents=texts, mode="fused", fusion=fusion,
+                                  fusion_weight=0.5 if fusion == "score" else None)
+    meta = read_bundle_meta(path)
+    assert meta["format_version"] == 2 and (meta["mode"], meta["fusion"]) == ("fused", fusion)
+    assert meta["fusion_weight"] == (0.5 if fusion == "score" else None)
+    assert meta["rrf_k"] == (60 if fusion == "rrf" else None)
+    assert (path / "doc_index" / "index.faiss").is_file()
+    rows = [json.loads(x) for x in (path / "documents.jsonl").read_text().splitlines()]
+    assert {r["_id"]: r["text"] for r in rows} == texts
+    library = load_bundle(path, device="cpu")
+    assert library.mode == "fused" and library.index.ids == list(texts)
+
+    m = RetrieverModel("r", str(path), device="cpu")
+    m.load()
+    ids = list(texts)
+    doc_queries = [texts[ids[3]], texts[ids[17]]]
+
+    async def run():
+        top = await m.predict({"instances": [{"query": q, "k": 1} for q in doc_queries]})
+        many = await m.predict({"instances": [{"query": q, "k": 5} for q in queries]})
+        added = await m.add_model().predict({"instances": [{"_id": "new-1", "text": "cryogenic propellant sloshing"}]})
+        new = await m.predict({"instances": [{"query": "cryogenic propellant sloshing", "k": 1}]})
+        m.stop()
+        return top, many, added, new
+
+    top, many, added, new = asyncio.run(run())
+    assert [p["doc_ids"] for p in top["predictions"]] == [[ids[3]], [ids[17]]]
+    assert [p["summaries"] for p in top["predictions"]] == [[summaries[ids[3]]], [summaries[ids[17]]]]
+    expected = library.index.search(library.encoder.encode_queries(queries), 5)  # the same fuse_scores
+    for p, exp in zip(many["predictions"], expected):
+        assert p["doc_ids"] == [d for d, _ in exp] and np.allclose(p["scores"], [s for _, s in exp], atol=1e-5)
+    assert added["predictions"][0]["n_docs"] == N_DOCS + 1 and new["predictions"][0]["doc_ids"] == ["new-1"]
+
+
+def test_fused_bundle_needs_documents_and_a_weight(tmp_path, texts):
+    from resume.errors import ConfigError, ResumeError
+
+    cfg = load_config(None, ["retriever.model=tiny-encoder"])
+    few = dict(list(texts.items())[:3])
+    with pytest.raises(ResumeError, match="needs the full documents"):
+        build_retriever_bundle(tmp_path / "a", retriever="tiny-encoder", texts=few, cfg=cfg.retriever, mode="fused",
+                               fusion_weight=0.5)
+    with pytest.raises(ResumeError, match=r"weight in \[0, 1\]"):
+        build_retriever_bundle(tmp_path / "b", retriever="tiny-encoder", texts=few, cfg=cfg, documents=few,
+                               mode="fused")
+    with pytest.raises(ConfigError, match="fusion_weight"):
+        build_retriever_bundle(tmp_path / "c", retriever="tiny-encoder", texts=few, cfg=cfg, documents=few,
+                               mode="fused", fusion_weight=1.5)
+    with pytest.raises(ResumeError, match="have no document"):
+        build_retriever_bundle(tmp_path / "d", retriever="tiny-encoder", texts=few, cfg=cfg,
+                               documents=dict(list(few.items())[:2]), mode="fused", fusion_weight=0.5)
+    assert not any(p.name[0] in "abcd" for p in tmp_path.iterdir())
+
+
+def test_bundle_without_mode_loads_as_summary(tmp_path, bundle_dir, library, queries):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(bundle_dir, old)
+    meta = json.loads((old / "bundle.json").read_text())
+    assert meta["mode"] == "summary" and meta["documents"] is None
+    for key in ("mode", "fusion", "fusion_weight", "rrf_k", "documents"):  # as written before modes existed
+        del meta[key]
+    (old / "bundle.json").write_text(json.dumps(meta))
+    b = load_bundle(old, device="cpu")
+    assert b.mode == "summary" and type(b.index).__name__ == "DocIndex"
+    assert _lib_search(b, queries, 3) == _lib_search(library, queries, 3)
+
+
+def test_long_only_bundle_and_adds(tmp_path, texts):
+    from resume.serving.retriever import RetrieverModel
+
+    cfg = load_config(None, ["retriever.model=tiny-encoder", "retriever.max_length=32"])
+    few = dict(list(texts.items())[:4])
+    few[next(iter(few))] = "short document"  # fits the 32-token window: indexed as itself
+    path = build_retriever_bundle(tmp_path / "lo", retriever="tiny-encoder", texts={d: f"summary {d}" for d in few},
+                                  cfg=cfg, device="cpu", documents=few, mode="long_only")
+    meta = read_bundle_meta(path)
+    assert meta["mode"] == "long_only" and meta["documents"] is None and meta["fusion"] is None
+    b = load_bundle(path, device="cpu")
+    ids = list(few)
+    assert b.texts == ["short document"] + [f"summary {d}" for d in ids[1:]]
+    m = RetrieverModel("r", str(path), device="cpu")
+    m.load()
+    added = asyncio.run(m.add_model().predict({"instances": [{"_id": "n1", "text": "tiny"}, {"_id": "n2",
+                                                                                             "text": "word " * 40}]}))
+    m.stop()
+    # no summarizer: the summary of an added document is its text, whatever its length
+    assert [p["summary"] for p in added["predictions"]] == ["tiny", "word " * 40]
+
+
+# ---------------------------------------------------------------------- a run's fused index (--index-mode)
+
+
+def _fused_run(root: Path, bundle_dir: Path, weight: float | None = 0.3, *sets: str) -> Path:
+    """A run directory as `resume run` leaves it: iter_01 (retriever + summaries), the materialised working
+    set `data/`, config.yaml and results.json (with `systems.iterative_fused.fusion` unless weight is None)."""
+    import shutil
+
+    from _loop_fakes import write_tiny_beir
+
+    from resume.config import dump_config
+
+    it = root / "iter_01"
+    it.mkdir(parents=True)
+    shutil.copytree(bundle_dir / "retriever", it / "retriever" / "model")
+    write_tiny_beir(root / "data")
+    (it / "summaries.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "summary": f"summary {i}"}) + "\n"
+                                                for i in range(12)))
+    dump_config(load_config(None, ["retriever.max_length=64", "data.path=/nonexistent", *sets]),
+                root / "config.yaml")
+    systems = {} if weight is None else {"iterative_fused": {"fusion": {"weight": weight, "chosen_on": "dev"}}}
+    (root / "results.json").write_text(json.dumps({"systems": systems}))  # no `final`: iter_NN is scanned
+    return root
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Fail the test if an encoder is loaded (the checks must come first)."""
+    import resume.retriever
+
+    def boom(*a, **kw):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(resume.retriever.Encoder, "__init__", boom)
+
+
+def test_run_dir_serves_its_fused_index(tmp_path, bundle_dir):
+    import shutil
+
+    from resume.errors import ConfigError
+    from resume.serving.loading import resolve_retriever_source
+    from resume.serving.server import build_models
+
+    run = _fused_run(tmp_path / "run", bundle_dir)
+    (m,) = build_models("retriever", model=str(run), device="cpu", allow_add=False, index_mode="fused")
+    try:
+        meta = m.bundle.meta
+        assert (m.bundle.mode, meta["fusion"], meta["fusion_weight"]) == ("fused", "score", 0.3)
+        assert type(m.bundle.index).__name__ == "FusedIndex" and m.bundle.index.weight == 0.3
+        assert meta["source"]["documents"] == str(run / "data")  # the working set, not config's data.path
+        docs = [json.loads(x) for x in (m.bundle.path / "documents.jsonl").read_text().splitlines()]
+        assert docs[3] == {"_id": "d3", "text": "T3. text of document 3"}  # resume.data.doc_text
+        assert m.bundle.texts[3] == "summary 3"
+    finally:
+        m.stop()
+        shutil.rmtree(m.bundle.path.parent)  # the start-up bundle's temporary directory
+    # --fusion-weight overrides the run's; bundle.json records it
+    out = bundle_from_run_dir(run, tmp_path / "b", mode="fused", fusion_weight=0.8)
+    meta = read_bundle_meta(out)
+    assert (meta["mode"], meta["fusion_weight"], meta["format_version"]) == ("fused", 0.8, 2)
+    # a built bundle is served as built; an index mode or weight that contradicts it is refused
+    assert resolve_retriever_source(out, mode="fused", fusion_weight=0.8) == out
+    with pytest.raises(ConfigError, match="a fused bundle, not summary"):
+        resolve_retriever_source(out, mode="summary")
+    with pytest.raises(ConfigError, match="fusion weight is 0.8, not 0.3"):
+        resolve_retriever_source(out, fusion_weight=0.3)
+    # the default stays the run config's evaluate.mode (summary)
+    assert read_bundle_meta(bundle_from_run_dir(run, tmp_path / "s"))["mode"] == "summary"
+
+
+def _serve_error(capsys, *argv: str) -> str:
+    from resume.cli import main
+
+    assert main(["serve", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+def test_serve_index_mode_checks_before_loading(tmp_path, bundle_dir, capsys, no_model_loads):
+    from resume.serving.server import check_models
+
+    run = _fused_run(tmp_path / "run", bundle_dir, None)
+    msg = _serve_error(capsys, "retriever", "--model", str(run), "--index-mode", "fused")
+    assert str(run / "results.json") in msg and "--fusion-weight" in msg and "iterative_fused" in msg
+    check_models("retriever", model=str(run), index_mode="fused", fusion_weight=0.5)  # given: fine
+    # a run whose config says evaluate.mode: fused (and no weight anywhere) fails the same way by default
+    fused_cfg = _fused_run(tmp_path / "run2", bundle_dir, None, "evaluate.mode=fused")
+    assert "--fusion-weight" in _serve_error(capsys, "retriever", "--model", str(fused_cfg))
+    assert "is for the fused index" in _serve_error(capsys, "retriever", "--model", str(run), "--index-mode",
+                                                    "summary", "--fusion-weight", "0.5")
+    assert "fusion_weight" in _serve_error(capsys, "retriever", "--model", str(run), "--index-mode", "fused",
+                                           "--fusion-weight", "1.5")
+    assert "a summary bundle, not fused" in _serve_error(capsys, "retriever", "--model", str(bundle_dir),
+                                                         "--index-mode", "fused")
+    assert "are for the retriever" in _serve_error(capsys, "summarizer", "--model", str(run), "--index-mode",
+                                                   "fused")
+    with pytest.raises(SystemExit):
+        _serve_error(capsys, "retriever", "--model", str(run), "--index-mode", "both")

@@ -29,6 +29,7 @@ from resume.summarizer import (
     parse_completion,
     plan_batches,
     read_cache,
+    reasoning_prefix,
     strip_tags,
     summarize_corpus,
     truncate_document,
@@ -66,8 +67,9 @@ def test_prompt_non_thinking_template(plain, cfg):
     p = build_prompt(tok, DOC, cfg)
     assert p.endswith("<|im_start|>assistant\n<think>\n")  # prefill_think: same shape as a thinking model
     assert DOC in p  # the document's braces are left alone
-    assert "\n</think>\n[summary]" in p  # the prompt asks for reasoning, the closing tag, the summary
-    assert f"({cfg.reward.min_tokens} to {cfg.reward.max_tokens} tokens" in p
+    assert "end your thinking with </think>, then write the summary" in p  # reasoning, the closing tag, the summary
+    assert f"{round(cfg.reward.min_tokens * 0.75)} to {round(cfg.reward.max_tokens * 0.75)} words" in p
+    assert "[" not in p.replace(DOC, "")  # no bracketed placeholder for a small model to copy
     c = load_config(ROOT / "configs" / "tiny.yaml", ["summarizer.prefill_think=false"])
     assert build_prompt(tok, DOC, c).endswith("<|im_start|>assistant\n")  # the model opens the tag itself
 
@@ -86,7 +88,22 @@ def test_thinking_override_and_custom_separator(plain, cfg):
     _, tok = plain
     c = load_config(ROOT / "configs" / "tiny.yaml", ["summarizer.thinking=true", "summarizer.separator='SUMMARY:'"])
     assert is_thinking(tok, c)
-    assert "\nSUMMARY:\n[summary]" in build_prompt(tok, DOC, c)
+    assert "end your thinking with SUMMARY:, then" in build_prompt(tok, DOC, c)
+
+
+def test_skip_reasoning_prefills_an_empty_block(plain, thinking):
+    """`reasoning: skip`: the generation prompt ends with a closed, empty reasoning block (both kinds of
+    template), so the completion is all summary and parsing prefix + completion finds the separator."""
+    c = load_config(ROOT / "configs" / "tiny.yaml", ["summarizer.reasoning=skip"])
+    for _, tok in (plain, thinking):
+        p = build_prompt(tok, DOC, c)
+        assert p.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n"), p[-60:]
+        assert p.count("<think>") == 1 and "Summarize the text above" in p
+        assert p.index(DOC) < p.index("Summarize the text above")  # the document first, then the instruction
+    assert reasoning_prefix(c) == "</think>"
+    assert index_text("  A flat plate at Mach 6. ", DOC, tok, c) == ("A flat plate at Mach 6.", True)
+    assert index_text("thought</think> B", DOC, tok, c) == ("B", True)  # still the text after the LAST tag
+    assert reasoning_prefix(load_config(ROOT / "configs" / "tiny.yaml")) == ""
 
 
 def test_document_truncated_to_max_doc_tokens(plain, cfg):
@@ -158,6 +175,34 @@ def test_generate_prompts_counts_stop_at_eos(plain):
     texts, counts = generate_prompts(model, tok, ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"], 5)
     assert len(texts) == 1 and 1 <= counts[0] <= 5
     assert generate_prompts(model, tok, [], 5) == ([], [])
+    texts, counts, finished = generate_prompts(model, tok, ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"],
+                                               5, return_finished=True)
+    assert finished[0] == (counts[0] < 5 or texts[0] == "")  # cut at the budget = not finished
+    assert generate_prompts(model, tok, [], 5, return_finished=True) == ([], [], [])
+
+
+def test_generated_no_repeat_ngram_bans_only_the_completions_own_ngrams():
+    import torch
+
+    from resume.summarizer import GeneratedNoRepeatNGram
+
+    # prompt [5, 6, 7] (3 tokens), then generated [1, 2, 3, 1, 2]: the 3-gram (1, 2, 3) would repeat
+    ids = torch.tensor([[5, 6, 7, 1, 2, 3, 1, 2], [5, 6, 7, 5, 6, 1, 5, 6]])
+    scores = torch.zeros(2, 10)
+    out = GeneratedNoRepeatNGram(3, prompt_len=3)(ids, scores.clone())
+    assert out[0, 3] == -float("inf") and torch.isfinite(out[0, [0, 1, 2, 4, 5, 6, 7, 8, 9]]).all()
+    # row 2 generated [5, 6, 1, 5, 6]: (5, 6) was followed by 1 in the completion -> 1 banned; in the PROMPT
+    # (5, 6) is followed by 7, which stays allowed (transformers' no_repeat_ngram_size would ban it)
+    assert out[1, 1] == -float("inf") and torch.isfinite(out[1, 7])
+    assert torch.equal(GeneratedNoRepeatNGram(3, prompt_len=7)(ids, scores.clone()), scores)  # too short to repeat
+
+
+def test_no_repeat_ngram_enters_the_cache_key_only_when_set(cfg):
+    from resume.summarizer import generation_settings
+
+    assert "no_repeat_ngram_size" not in generation_settings(cfg, "torch.float32")  # old caches keep their keys
+    c = load_config(ROOT / "configs" / "tiny.yaml", ["summarizer.no_repeat_ngram_size=3"])
+    assert generation_settings(c, "torch.float32")["no_repeat_ngram_size"] == 3
 
 
 def test_batch_summarizer_for_ray_data(cfg):
@@ -189,7 +234,8 @@ def test_summarize_corpus_rows_order_and_cache(tmp_path, cfg, cranfield_dir):
                              out_path=out, doc_ids=list(reversed(ids)), progress=False)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert [r["_id"] for r in rows] == ids  # corpus order whatever order doc_ids came in
-    assert all(set(r) == {"_id", "summary", "completion", "n_tokens", "has_separator"} for r in rows)
+    assert all(set(r) == {"_id", "summary", "completion", "n_tokens", "has_separator", "truncated"} for r in rows)
+    assert stats["truncated_share"] == sum(r["truncated"] for r in rows) / 7
     assert stats["n_docs"] == 7 and stats["n_generated"] + stats["n_cached"] <= 7
     assert 0.0 <= stats["missing_separator_share"] <= 1.0
     assert stats["missing_separator_share"] == sum(not r["has_separator"] for r in rows) / 7

@@ -66,6 +66,10 @@ def test_log_run_default_sqlite_nested_runs_metrics_artifacts(fake_run):
     it2 = client.get_run(ids["iter_02"]).data.metrics
     assert it2["test/mrr_at_10"] == pytest.approx(0.31) and "time/grpo-train" in it2 and "separator_rate" in it2
     assert [m.step for m in client.get_metric_history(ids["iter_02"], "grpo/reward_mean")] == [4, 5, 6]
+    # summary-quality signals per iteration (S_0 at step 0), the fixed judge's Delta among them
+    judge = client.get_metric_history(ids["parent"], "iter/quality/judge_delta_mean")
+    assert [(m.step, round(m.value, 3)) for m in judge] == [(0, 0.0), (1, 0.01), (2, 0.02)]
+    assert it2["quality/copy_rate"] == pytest.approx(0.2) and "quality/placeholder_rate" in it2
     assert parent.data.metrics["baseline/test/ndcg_at_10"] == pytest.approx(0.36)
     arts = {a.path for a in client.list_artifacts(ids["parent"])}
     assert {"report.md", "results.json", "config.yaml", "plots", "summary_samples.jsonl"} <= arts

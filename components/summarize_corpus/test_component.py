@@ -16,7 +16,7 @@ def test_writes_summaries_in_corpus_order(trained, tiny):
     rows = [json.loads(x) for x in Path(trained["summaries"].path).read_text().splitlines()]
     corpus = [json.loads(x)["_id"] for x in Path(tiny[1].path, "corpus.jsonl").read_text().splitlines()]
     assert [r["_id"] for r in rows] == corpus
-    assert set(rows[0]) == {"_id", "summary", "completion", "n_tokens", "has_separator"}
+    assert set(rows[0]) == {"_id", "summary", "completion", "n_tokens", "has_separator", "truncated"}
     stats = json.loads(Path(trained["summ_metrics"].path).read_text())
     assert stats["n_docs"] == len(rows)
 

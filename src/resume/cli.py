@@ -2,6 +2,7 @@
 
     resume data validate data/cranfield
     resume evaluate --config configs/demo.yaml --data data/cranfield --split test --retriever all-minilm-l6-v2 --out runs/base
+    resume evaluate --texts S.jsonl --mode fused --choose-weight-on dev --split test --out runs/fused
     resume run --config configs/demo.yaml --out runs/demo
 
 User errors (bad config, malformed data, unknown model) print one line `error: ...` and exit with 2.
@@ -57,6 +58,21 @@ def _cmd_data_convert_cranfield(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_convert_medline(args: argparse.Namespace) -> int:
+    from resume.data import convert_medline
+
+    tokenizer = None if args.tokenizer.lower() == "none" else args.tokenizer
+    print(json.dumps(convert_medline(args.raw, args.out, tokenizer=tokenizer), indent=2))
+    return 0
+
+
+def _cmd_data_lead(args: argparse.Namespace) -> int:
+    from resume.lead import write_lead_summaries
+
+    print(json.dumps(write_lead_summaries(args.data, args.out, retriever_tokenizer=args.retriever), indent=2))
+    return 0
+
+
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from resume.data import load_hf_dataset
 
@@ -78,10 +94,33 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from resume.evaluate import evaluate_retrieval
-    metrics = evaluate_retrieval(cfg, data_dir=args.data or cfg.data.path, split=args.split,
-                                 retriever=args.retriever or cfg.retriever.model, texts=args.texts,
-                                 out_dir=args.out)
+    from resume.evaluate import eval_config, evaluate_retrieval
+
+    choose = args.choose_weight_on
+    if choose and args.fusion_weight is not None:
+        raise ResumeError("--fusion-weight and --choose-weight-on exclude each other (give the weight or choose it)")
+    # Every argument is checked here, before a model loads.
+    cfg.evaluate = eval_config(cfg, mode=args.mode, fusion=args.fusion, fusion_weight=args.fusion_weight,
+                               texts=args.texts, weight_later=bool(choose))
+    if choose and (cfg.evaluate.mode, cfg.evaluate.fusion) != ("fused", "score"):
+        raise ResumeError("--choose-weight-on chooses the document weight of score fusion: use it with "
+                          "--mode fused --fusion score")
+    data, retriever = args.data or cfg.data.path, args.retriever or cfg.retriever.model
+    encoder = None
+    if choose:
+        from resume.evaluate import CachingEncoder, choose_fusion_weight, load_encoder
+        from resume.io import atomic_write_json
+
+        encoder = CachingEncoder(load_encoder(cfg, retriever))  # both views are encoded once for both splits
+        choice = choose_fusion_weight(cfg, data_dir=data, split=choose, retriever=retriever, texts=args.texts,
+                                      encoder=encoder)
+        print(f"fusion weight on {choose} ({choice['metric']}): "
+              + "  ".join(f"{w:g}: {v:.4f}" for w, v in choice["curve"].items())
+              + f"  -> weight {choice['weight']:g}", file=sys.stderr)
+        atomic_write_json(f"{args.out}/fusion_weight.json", choice)
+        cfg.evaluate.fusion_weight = choice["weight"]
+    metrics = evaluate_retrieval(cfg, data_dir=data, split=args.split, retriever=retriever, texts=args.texts,
+                                 out_dir=args.out, encoder=encoder)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -149,7 +188,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           summarizer=args.summarizer, config=args.config, device=args.device, max_batch_size=args.max_batch_size,
           max_wait_ms=args.max_wait_ms, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
           max_chars=args.max_chars, allow_add=not args.read_only, host=args.host,
-          access_log=not args.no_access_log, threads=args.threads, dtype=args.dtype)
+          access_log=not args.no_access_log, threads=args.threads, dtype=args.dtype,
+          index_mode=args.index_mode, fusion_weight=args.fusion_weight)
     return 0
 
 
@@ -175,11 +215,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=_cmd_data_convert_cranfield)
+    p = dsub.add_parser("convert-medline", help="convert the raw SMART MEDLINE files to BEIR layout (OOD test set)")
+    p.add_argument("--raw", default="data/medline-raw", help="folder with MED.ALL, MED.QRY, MED.REL")
+    p.add_argument("--out", default="data/medline")
+    p.add_argument("--tokenizer", default="all-minilm-l6-v2",
+                   help="model whose tokenizer measures the lengths written in README.md; 'none' skips them")
+    p.set_defaults(func=_cmd_data_convert_medline)
     p = dsub.add_parser("download", help="load a hub dataset through `datasets` and write it in BEIR layout")
     p.add_argument("name", help="e.g. BeIR/scifact, BeIR/nfcorpus, msmarco, or a `datasets` save_to_disk dir")
     p.add_argument("out")
     p.add_argument("--split", default="test")
     p.set_defaults(func=_cmd_data_download)
+    p = dsub.add_parser("lead", help="the lead control: title + first sentence of each document, as summaries.jsonl")
+    p.add_argument("--data", required=True, help="BEIR-layout directory")
+    p.add_argument("--out", required=True, help="summaries.jsonl to write")
+    p.add_argument("--retriever", help="model whose tokenizer counts n_tokens (default: retriever.model's default)")
+    p.set_defaults(func=_cmd_data_lead)
 
     p = sub.add_parser("metrics", help="MRR@10, NDCG@10, R@100, R@1000 of a TREC run (trec_eval semantics)")
     p.add_argument("--qrels", required=True, help="qrels: BEIR tsv (with header) or TREC 4-column")
@@ -192,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--retriever", help="retriever model (default: retriever.model)")
     p.add_argument("--texts", help="summaries.jsonl to index instead of the full documents")
+    p.add_argument("--mode", choices=["summary", "fused", "long_only"],
+                   help="summary: the summaries (full documents without --texts); fused: document + summary "
+                   "views fused; long_only: the summary only for documents over the retriever's window "
+                   "(default: evaluate.mode)")
+    p.add_argument("--fusion", choices=["score", "rrf"], help="fused mode: weighted cosines or reciprocal rank "
+                   "fusion (default: evaluate.fusion)")
+    p.add_argument("--fusion-weight", type=float, metavar="W",
+                   help="score fusion: weight of the document view in [0, 1] (default: evaluate.fusion_weight)")
+    p.add_argument("--choose-weight-on", metavar="SPLIT",
+                   help="score fusion: choose the weight on this split (e.g. dev) first; the curve goes to stderr "
+                   "and <out>/fusion_weight.json")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_evaluate)
 
@@ -241,6 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="run dir, model dir, or models:/resume-retriever@champion")
     p.add_argument("--name", help="model name in the URL (default: resume-<kind>)")
     p.add_argument("--summarizer", help="retriever only: summarizer used to add new documents")
+    p.add_argument("--index-mode", choices=["summary", "fused", "long_only"],
+                   help="retriever from a run directory: the index to build (fused: document + summary views, "
+                   "as the run's iterative_fused system; default: the run's evaluate.mode); a built bundle "
+                   "must agree")
+    p.add_argument("--fusion-weight", type=float, metavar="W",
+                   help="fused index: weight of the document view in [0, 1] (default: the run's own, "
+                   "results.json systems.iterative_fused.fusion.weight)")
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port; 0 disables gRPC")
     p.add_argument("--config", "-c", help="YAML config for the summarizer's prompt/generation settings "

@@ -21,7 +21,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from resume.errors import ConfigError
 
-SYSTEMS = ("baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control")
+SYSTEMS = ("baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control", "iterative_fused", "lead",
+           "lead_fused")
 ABLATIONS = ("no_retrieval_adaptation", "no_negative_queries", "continuous_reward")
 
 
@@ -44,6 +45,12 @@ class DataConfig:
         distractors: keep every document judged for the chosen queries plus this many sampled others;
             `None` keeps the whole corpus.
         seed: seed of the samples above.
+    Out of distribution:
+        ood: a second BEIR-layout directory (or `hf:<dataset name>`), e.g. `data/medline`, on which the
+            models trained on `path` are evaluated out of distribution, with no further training;
+            `None` = no OOD evaluation. A local path that does not exist is reported when the run
+            starts, not when the config loads.
+        ood_split: the qrels split of `ood` that is evaluated (`data/medline` has only `test`).
     """
 
     path: str = "data/cranfield"
@@ -54,11 +61,16 @@ class DataConfig:
     max_eval_queries: int | None = None
     distractors: int | None = None
     seed: int = 13
+    ood: str | None = None
+    ood_split: str = "test"
 
     def __post_init__(self):
         for k in ("max_train_queries", "max_eval_queries", "distractors"):
             v = getattr(self, k)
             _check(v is None or v >= 0, f"data.{k}", v, "a non-negative integer or null")
+        _check(self.ood is None or bool(self.ood.strip()), "data.ood", self.ood,
+               "a BEIR directory, hf:<dataset name>, or null")
+        _check(bool(self.ood_split.strip()), "data.ood_split", self.ood_split, "a non-empty split name")
 
 
 @dataclass
@@ -89,6 +101,19 @@ class RetrieverConfig:
         _check(self.batch_size > 0, "retriever.batch_size", self.batch_size, "a positive integer")
 
 
+# The default user prompts of `summarizer.reasoning` (docs/DESIGN.md "Summary format"): plain instructions,
+# no bracketed placeholders, no numbers (SmolLM2-135M copied "48 to 96 words" into its summaries). Measured
+# on 64 held-out Cranfield training documents with g_0: bench/summary_format.json.
+DEFAULT_PROMPTS = {
+    "think": (
+        "Write a summary of the document below for a search engine, {min_words} to {max_words} words, keeping "
+        "its key technical terms. First think briefly about its key terms and the questions a searcher would "
+        "ask, end your thinking with {separator}, then write the summary.\n\nDocument:\n{document}"
+    ),
+    "skip": "{document}\n\nSummarize the text above in three sentences, using its technical terms.",
+}
+
+
 @dataclass
 class SummarizerConfig:
     """The summarizer f and corpus summarisation (summarize-corpus).
@@ -99,15 +124,24 @@ class SummarizerConfig:
         thinking: `auto` detects a template that prefills `<think>`; `true`/`false` force it.
     Prompt:
         separator: the tag that ends the reasoning; the summary is the text after its last occurrence.
-        prompt: user-message template with `{document}`; `{min_tokens}`/`{max_tokens}` are filled
-            from the reward config.
+        reasoning: `think` (the paper: the model reasons, closes the tag, then writes the summary) or
+            `skip` (the generation prompt is prefilled with an EMPTY reasoning block
+            `<think>\n\n</think>\n\n`, so every generated token goes to the summary and the separator
+            is always there; for small non-thinking models, see docs/DESIGN.md "Summary format").
+        prompt: user-message template with `{document}`; `{min_tokens}`/`{max_tokens}` are filled from
+            the reward config, `{min_words}`/`{max_words}` with 3/4 of them (a model counts words better
+            than tokens). Empty = the default prompt of the `reasoning` mode (`DEFAULT_PROMPTS`); no
+            bracketed placeholders (SmolLM2-135M copied `[summary]` into every summary).
         max_doc_tokens: documents are truncated to this many summarizer tokens inside the prompt.
-        prefill_think: for a template that does not prefill `<think>` itself, append `<think>\n` to the
-            generation prompt, so every completion has the thinking shape `reasoning</think>summary`
-            (SmolLM2-135M-Instruct wrote the separator in 0 of 8 Cranfield documents without it, 8 of 8
-            with it and this prompt). `false`: the model has to open and close the tags itself.
+        prefill_think: (`reasoning: think`) for a template that does not prefill `<think>` itself, append
+            `<think>\n` to the generation prompt, so every completion has the thinking shape
+            `reasoning</think>summary` (SmolLM2-135M-Instruct wrote the separator in 0 of 8 Cranfield
+            documents without it, 8 of 8 with it). `false`: the model opens and closes the tags itself.
     Generation (greedy for corpus summaries, as in the paper):
         max_new_tokens, batch_size, dtype, backend (`hf`, or `vllm` where installed).
+        no_repeat_ngram_size: > 0 bans repeating an n-gram of the summary itself (the document's n-grams
+            stay allowed; `resume.summarizer.GeneratedNoRepeatNGram`): greedy loops of small models. `hf`
+            backend only; 0 = off.
         fallback: what the index gets when a completion has no separator: `completion` (the whole
             completion, stripped of `<think>` tags) or `document` (the document text, truncated).
     """
@@ -115,25 +149,27 @@ class SummarizerConfig:
     model: str = "smollm2-135m-instruct"
     thinking: Literal["auto", True, False] = "auto"
     separator: str = "</think>"
-    prompt: str = (
-        "Write a retrieval-oriented summary of the document below ({min_tokens} to {max_tokens} tokens, "
-        "dense with its key terms).\nReply in this format:\n<think>\n[key terms and search questions]\n"
-        "{separator}\n[summary]\n\nDocument:\n{document}"
-    )
+    reasoning: Literal["think", "skip"] = "think"
+    prompt: str = ""
     prefill_think: bool = True
     max_doc_tokens: int = 512
     max_new_tokens: int = 256
     batch_size: int = 16
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     backend: Literal["hf", "vllm"] = "hf"
+    no_repeat_ngram_size: int = 0
     fallback: Literal["completion", "document"] = "completion"
 
     def __post_init__(self):
         _check(bool(self.separator.strip()), "summarizer.separator", self.separator, "a non-empty tag")
-        _check("{document}" in self.prompt, "summarizer.prompt", self.prompt[:40] + "...",
-               "a template containing {document}")
+        _check(not self.prompt or "{document}" in self.prompt, "summarizer.prompt", self.prompt[:40] + "...",
+               "a template containing {document} (or empty for the default prompt)")
         for k in ("max_doc_tokens", "max_new_tokens", "batch_size"):
             _check(getattr(self, k) > 0, f"summarizer.{k}", getattr(self, k), "a positive integer")
+        _check(self.no_repeat_ngram_size >= 0, "summarizer.no_repeat_ngram_size", self.no_repeat_ngram_size,
+               "a non-negative integer (0 = off)")
+        _check(not (self.no_repeat_ngram_size and self.backend == "vllm"), "summarizer.no_repeat_ngram_size",
+               self.no_repeat_ngram_size, "0 with backend vllm (the option is implemented for the hf backend)")
 
 
 @dataclass
@@ -177,13 +213,21 @@ class GRPOConfig:
     """GRPO training of the summarizer with TRL's `GRPOTrainer` (grpo-train).
 
     Optimisation (paper: batch 128, 200 steps, lr 3e-7, beta 0.5):
-        learning_rate, max_steps, beta (TRL's KL coefficient), loss_type (`grpo` as in the paper).
+        learning_rate, max_steps, beta (TRL's KL coefficient), loss_type (`grpo` as in the paper;
+        TRL recommends `dapo` or `dr_grpo` for short completions: no per-sequence length normalisation).
+        scale_rewards: TRL's advantage scaling, `group` (divide by the group's reward std, the paper's
+            GRPO), `batch` or `none` (Dr. GRPO: no std division).
+        mask_truncated_completions: leave completions cut by max_completion_length out of the loss
+            (DAPO): a cut summary is not a summary.
         per_device_train_batch_size x gradient_accumulation_steps x world size = completions per
         optimiser step; num_generations completions per prompt (the group), so prompts per step =
         that product / num_generations. The paper's "batch 128" = 128 completions per step.
     Generation during training: max_completion_length, temperature, top_p.
+    Precision: bf16 `null` = bf16 mixed precision on a GPU (when summarizer.dtype allows), fp32 on CPU;
+        `true` = bf16 autocast on CPU too (worth it where the CPU has AMX or AVX512-BF16); `false` = fp32.
     Data: max_train_docs caps the GRPO prompt set (seeded sample), `None` = every training document
-        with at least one positive query.
+        with at least one positive query. judge_docs: training documents held out of GRPO for the fixed
+        judge (`resume.quality.fixed_judge`; at most half of them; 0 = none).
     Launch: launcher `local` (TRL/accelerate in-process) or `ray` (Ray Train TorchTrainer);
         ray_address `None`/`local` starts Ray on this machine, or `ray://head:10001` / `auto`;
         num_workers Ray workers; use_gpu.
@@ -193,13 +237,17 @@ class GRPOConfig:
     max_steps: int = 200
     beta: float = 0.5
     loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    mask_truncated_completions: bool = False
     per_device_train_batch_size: int = 8
     gradient_accumulation_steps: int = 16
     num_generations: int = 8
     max_completion_length: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
+    bf16: bool | None = None
     max_train_docs: int | None = None
+    judge_docs: int = 64
     logging_steps: int = 1
     save_steps: int = 50
     gradient_checkpointing: bool = False
@@ -222,6 +270,7 @@ class GRPOConfig:
                 f"divisible by num_generations ({self.num_generations})"
             )
         _check(self.num_workers >= 1, "grpo.num_workers", self.num_workers, "a positive integer")
+        _check(self.judge_docs >= 0, "grpo.judge_docs", self.judge_docs, "a non-negative integer")
 
 
 @dataclass
@@ -265,6 +314,18 @@ class EvalConfig:
     index: `flat` (exact inner product, default), `ivf` or `hnsw` (approximate, for millions).
     k: depth of the run file. nlist / nprobe (IVF), hnsw_m / ef_search (HNSW). gpu: use GPU FAISS
     when present (`auto`).
+    What each document is indexed as (`resume.evaluate`; with no summaries, every mode but `summary` is an
+    error, and `summary` indexes the full documents: the Baseline):
+        mode: `summary` (the paper: one vector per document, its summary); `fused` (two views, the full
+            document and its summary, searched separately at k and fused over the union of candidates);
+            `long_only` (the summary only for documents longer than the retriever's window, i.e. more than
+            retriever max_length minus its special tokens, counted without special tokens; else the document).
+        fusion (`fused`): `score` = fusion_weight * cos(q, document) + (1 - fusion_weight) * cos(q, summary),
+            both cosines exact for every candidate; `rrf` = sum over the two ranked lists of
+            1 / (rrf_k + rank) (a list that misses the document adds 0).
+        fusion_weight: the document view's weight in [0, 1]; `None` = chosen by the caller on the dev split
+            (`resume.evaluate.choose_fusion_weight`, `resume evaluate --choose-weight-on dev`).
+        rrf_k: the RRF constant (60 as in Cormack et al., 2009).
     """
 
     index: Literal["flat", "ivf", "hnsw"] = "flat"
@@ -274,9 +335,16 @@ class EvalConfig:
     hnsw_m: int = 32
     ef_search: int = 128
     gpu: Literal["auto", True, False] = "auto"
+    mode: Literal["summary", "fused", "long_only"] = "summary"
+    fusion: Literal["score", "rrf"] = "score"
+    fusion_weight: float | None = None
+    rrf_k: int = 60
 
     def __post_init__(self):
         _check(self.k >= 10, "evaluate.k", self.k, "an integer >= 10 (MRR@10 needs the top 10)")
+        w = self.fusion_weight
+        _check(w is None or 0.0 <= w <= 1.0, "evaluate.fusion_weight", w, "a number in [0, 1] or null")
+        _check(self.rrf_k >= 0, "evaluate.rrf_k", self.rrf_k, "a non-negative integer")
 
 
 @dataclass
@@ -285,7 +353,10 @@ class LoopConfig:
 
     max_iterations (paper: at most 10); stop early when the mean GRPO reward improves by less than
     eps_reward or the dev-split MRR@10 by less than eps_metric (set either to null to disable it).
-    systems: any of baseline, fixed_summary, non_iterative, iterative, full_doc_control.
+    systems: any of baseline, fixed_summary, non_iterative, iterative, full_doc_control (the paper's rows
+        and the control it lacks), iterative_fused (S_T and the documents as two views of one index,
+        g_T, the document weight chosen on dev), lead and lead_fused (title + first sentence, no LLM,
+        with g_0: alone and fused with the document the same way).
     ablations: any of no_retrieval_adaptation, no_negative_queries, continuous_reward.
     """
 

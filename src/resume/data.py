@@ -1,8 +1,10 @@
-"""Datasets in BEIR layout: read, validate, write, sample a working set, convert Cranfield, load hub data.
+"""Datasets in BEIR layout: read, validate, write, sample a working set, convert Cranfield and MEDLINE,
+load hub data.
 
     resume data validate data/cranfield
     resume data stats data/cranfield --tokenizer all-minilm-l6-v2
     resume data convert-cranfield data/cranfield-raw data/cranfield --seed 13
+    resume data convert-medline --raw data/medline-raw --out data/medline
     resume data download BeIR/scifact data/scifact --split test      # or a `save_to_disk` directory
 
 BEIR layout (https://github.com/beir-cellar/beir):
@@ -522,17 +524,22 @@ def _token_lengths(tokenizer, texts: Iterable[str], batch_size: int = 1024) -> l
     return out
 
 
+def _load_tokenizer(tokenizer: Any) -> tuple[str, Any]:
+    """(name, tokenizer) for a model name (loaded with `resume.models.load_tokenizer`) or a tokenizer object."""
+    if not isinstance(tokenizer, str):
+        return type(tokenizer).__name__, tokenizer
+    from resume.models import load_tokenizer
+
+    return tokenizer, load_tokenizer(tokenizer)
+
+
 def dataset_stats(dir: str | Path, tokenizer: Any = "all-minilm-l6-v2") -> dict:
     """Counts per split and token-length percentiles (p50/p90/p99/max, no special tokens) of documents
     (`doc_text`) and queries under a tokenizer: a model name for `resume.models.load_tokenizer`, or a
     tokenizer object. Validates first, then streams the corpus (nothing held in memory but the lengths)."""
     root = Path(resolve_data_path(dir))
     report = validate_dataset(root)
-    name = tokenizer if isinstance(tokenizer, str) else type(tokenizer).__name__
-    if isinstance(tokenizer, str):
-        from resume.models import load_tokenizer
-
-        tokenizer = load_tokenizer(tokenizer)
+    name, tokenizer = _load_tokenizer(tokenizer)
     return {
         "path": str(dir),
         "tokenizer": name,
@@ -563,7 +570,8 @@ def _parse_smart(path: Path, fields: set[str]) -> tuple[list[dict], list[str]]:
     cur: dict | None = None
     field_name: str | None = None
     bare_line: int | None = None
-    for n, line in _open_lines(path, "a SMART file (.I id, then .T/.A/.B/.W fields)"):
+    markers = ", ".join("." + f for f in sorted(fields))
+    for n, line in _open_lines(path, f"a SMART file (.I id, then {markers} fields)"):
         if line.startswith(".I"):
             if bare_line is not None:
                 raise DataError(path, bare_line, "'.I' without an id before the end of the file; expected '.I <number>'")
@@ -584,8 +592,7 @@ def _parse_smart(path: Path, fields: set[str]) -> tuple[list[dict], list[str]]:
                 raise DataError(path, n, f"field '{line.strip()}' outside a record; expected '.I <number>' first")
             letter = m.group(1)
             if letter not in fields:
-                raise DataError(path, n, f"unknown field '{line.strip()}'; expected one of "
-                                         f"{', '.join('.' + f for f in sorted(fields))}")
+                raise DataError(path, n, f"unknown field '{line.strip()}'; expected one of {markers}")
             if field_name == "W":
                 if cur["id"] not in stray:
                     stray.append(cur["id"])
@@ -601,7 +608,7 @@ def _parse_smart(path: Path, fields: set[str]) -> tuple[list[dict], list[str]]:
             continue
         if field_name is None:
             if line.strip():
-                raise DataError(path, n, "text before any field marker; expected .T, .A, .B or .W")
+                raise DataError(path, n, f"text before any field marker; expected one of {markers}")
             continue
         cur[field_name].append(line)
     return records, stray
@@ -610,6 +617,111 @@ def _parse_smart(path: Path, fields: set[str]) -> tuple[list[dict], list[str]]:
 def _join(lines: list[str] | None) -> str:
     """Lines of one SMART field -> one string: each line stripped, joined by single spaces; nothing else."""
     return " ".join(s for s in (x.strip() for x in lines or []) if s)
+
+
+def _collapse(lines: list[str] | None) -> str:
+    """Lines of one SMART field -> one string with every run of whitespace (inside lines too) one space."""
+    return " ".join(" ".join(lines or []).split())
+
+
+def _smart_corpus(path: Path, fields: set[str], make_doc) -> tuple[dict[str, dict], list[str]]:
+    """Documents of a SMART file: ({id: make_doc(record)}, ids with stray field markers); DataError on
+    duplicate ids or no document at all."""
+    docs, stray = _parse_smart(path, fields)
+    corpus: dict[str, dict] = {}
+    for r in docs:
+        if r["id"] in corpus:
+            raise DataError(path, r["line"], f"duplicate document id {r['id']!r}; expected unique '.I' ids")
+        corpus[r["id"]] = make_doc(r)
+    if not corpus:
+        raise DataError(path, 1, "no documents; expected '.I <number>' records")
+    return corpus, stray
+
+
+def _smart_queries(path: Path, join=_join) -> dict[str, str]:
+    """Queries of a SMART file (`.I`, `.W`) in file order: {id: join(.W lines)}; DataError on duplicate
+    ids, a query without text, or a repeated `.W`."""
+    qrecs, qstray = _parse_smart(path, {"W"})
+    queries: dict[str, str] = {}
+    for r in qrecs:
+        if r["id"] in queries:
+            raise DataError(path, r["line"], f"duplicate query id {r['id']!r}; expected unique '.I' ids")
+        text = join(r.get("W"))
+        if not text:
+            raise DataError(path, r["line"], f"query {r['id']!r} has no text; expected a '.W' field with text")
+        queries[r["id"]] = text
+    if qstray:
+        raise DataError(path, None, f"repeated '.W' in queries {qstray}; expected one '.W' per query")
+    if not queries:
+        raise DataError(path, 1, "no queries; expected '.I <number>' records")
+    return queries
+
+
+def _read_rel(path: Path, columns: str, judge) -> tuple[dict[str, dict[str, int]], list[dict], dict[int, int], int]:
+    """Judgement lines of three integers `columns` -> (judged {query id: {doc id: score}}, dropped lines,
+    {third column: count}, non-blank lines). `judge(a, b, c)` returns (query id, doc id, score), or the
+    reason to drop the line; a line repeating a (query, document) pair is dropped too. A line that is not
+    three integers raises DataError."""
+    judged: dict[str, dict[str, int]] = {}
+    dropped: list[dict] = []
+    codes: dict[int, int] = {}
+    n_lines = 0
+    for n, line in _open_lines(path, f"lines '{columns}'"):
+        if not line.strip():
+            continue
+        n_lines += 1
+        cols = line.split()
+        if len(cols) != 3:
+            raise DataError(path, n, f"{len(cols)} columns; expected 3 integers '{columns}'")
+        try:
+            a, b, c = (int(x) for x in cols)
+        except ValueError:
+            raise DataError(path, n, f"{line.strip()!r}; expected 3 integers '{columns}'") from None
+        codes[c] = codes.get(c, 0) + 1
+        verdict = judge(a, b, c)
+        if isinstance(verdict, str):
+            reason = verdict
+        else:
+            qid, did, score = verdict
+            reason = (f"repeats the judgement of (query {qid}, document {did})"
+                      if did in judged.get(qid, {}) else None)
+        if reason:
+            dropped.append({"line": n, "raw": line.strip(), "reason": reason})
+            continue
+        judged.setdefault(qid, {})[did] = score
+    return judged, dropped, codes, n_lines
+
+
+def _conversion_report(raw: Path, out_dir, corpus: dict[str, dict], queries: dict[str, str], rel: tuple,
+                       qrels: dict[str, dict[str, dict[str, int]]], stray: list[str], **extra) -> dict:
+    """The report of a SMART conversion: counts, `rel` (= `_read_rel`'s result), the judgements per split,
+    unjudged queries, documents with an empty text or a text repeating an earlier one (`"id (= first id)"`),
+    documents with stray field markers; `extra` entries follow `out`."""
+    judged, dropped, codes, n_lines = rel
+    empty = [d for d, doc in corpus.items() if not doc["text"].strip()]
+    seen: dict[str, str] = {}
+    dup = []
+    for d, doc in corpus.items():
+        t = doc["text"].strip()
+        if t and t in seen:
+            dup.append(f"{d} (= {seen[t]})")
+        seen.setdefault(t, d)
+    return {
+        "source": str(raw),
+        "out": str(out_dir),
+        **extra,
+        "documents": len(corpus),
+        "queries": len(queries),
+        "qrels_lines": n_lines,
+        "relevance_codes": {str(k): v for k, v in sorted(codes.items())},
+        "judgements": sum(len(v) for v in judged.values()),
+        "dropped": dropped,
+        "splits": {s: {"queries": len(q), "judgements": sum(len(v) for v in q.values())} for s, q in qrels.items()},
+        "unjudged_queries": [q for q in queries if q not in judged],
+        "empty_documents": empty,
+        "duplicate_documents": dup,
+        "stray_field_markers": stray,
+    }
 
 
 def _cranfield_split(qids: list[str], seed: int) -> dict[str, list[str]]:
@@ -645,92 +757,25 @@ def convert_cranfield(raw_dir: str | Path, out_dir: str | Path, seed: int = 13) 
         raise DataError(raw, None, "directory not found; expected a folder with cran.all.1400, cran.qry, cranqrel")
     doc_path, qry_path, rel_path = raw / "cran.all.1400", raw / "cran.qry", raw / "cranqrel"
 
-    docs, stray = _parse_smart(doc_path, {"T", "A", "B", "W"})
-    corpus: dict[str, dict] = {}
-    for r in docs:
-        if r["id"] in corpus:
-            raise DataError(doc_path, r["line"], f"duplicate document id {r['id']!r}; expected unique '.I' ids")
-        corpus[r["id"]] = {"title": _join(r.get("T")), "text": _join(r.get("W"))}
-    if not corpus:
-        raise DataError(doc_path, 1, "no documents; expected '.I <number>' records")
-
-    qrecs, qstray = _parse_smart(qry_path, {"W"})
-    queries: dict[str, str] = {}
-    for r in qrecs:
-        if r["id"] in queries:
-            raise DataError(qry_path, r["line"], f"duplicate query id {r['id']!r}; expected unique '.I' ids")
-        text = _join(r.get("W"))
-        if not text:
-            raise DataError(qry_path, r["line"], f"query {r['id']!r} has no text; expected a '.W' field with text")
-        queries[r["id"]] = text
-    if qstray:
-        raise DataError(qry_path, None, f"repeated '.W' in queries {qstray}; expected one '.W' per query")
+    corpus, stray = _smart_corpus(doc_path, {"T", "A", "B", "W"},
+                                  lambda r: {"title": _join(r.get("T")), "text": _join(r.get("W"))})
+    queries = _smart_queries(qry_path)
     by_position = list(queries)
 
-    judged: dict[str, dict[str, int]] = {}
-    dropped: list[dict] = []
-    codes: dict[int, int] = {}
-    n_lines = 0
-    for n, line in _open_lines(rel_path, "cranqrel lines 'query-position doc-id code'"):
-        if not line.strip():
-            continue
-        n_lines += 1
-        cols = line.split()
-        if len(cols) != 3:
-            raise DataError(rel_path, n, f"{len(cols)} columns; expected 3 integers 'query-position doc-id code'")
-        try:
-            pos, did, code = (int(c) for c in cols)
-        except ValueError:
-            raise DataError(rel_path, n, f"{line.strip()!r}; expected 3 integers 'query-position doc-id code'") \
-                from None
-        codes[code] = codes.get(code, 0) + 1
-        reason = None
+    def judge(pos: int, did: int, code: int):
         if not 1 <= pos <= len(by_position):
-            reason = f"query position {pos} is outside 1..{len(by_position)}"
-        elif str(did) not in corpus:
-            reason = f"document {did} is not in cran.all.1400"
-        elif not 1 <= code <= 4:
-            reason = f"relevance code {code} is outside 1..4"
-        else:
-            qid = by_position[pos - 1]
-            if str(did) in judged.get(qid, {}):
-                reason = f"repeats the judgement of (query {qid}, document {did})"
-        if reason:
-            dropped.append({"line": n, "raw": line.strip(), "reason": reason})
-            continue
-        judged.setdefault(by_position[pos - 1], {})[str(did)] = 5 - code
+            return f"query position {pos} is outside 1..{len(by_position)}"
+        if str(did) not in corpus:
+            return f"document {did} is not in cran.all.1400"
+        if not 1 <= code <= 4:
+            return f"relevance code {code} is outside 1..4"
+        return by_position[pos - 1], str(did), 5 - code
 
-    judged_ids = [q for q in by_position if q in judged]
-    unjudged = [q for q in by_position if q not in judged]
-    split_ids = _cranfield_split(judged_ids, seed)
+    rel = _read_rel(rel_path, "query-position doc-id code", judge)
+    judged = rel[0]
+    split_ids = _cranfield_split([q for q in by_position if q in judged], seed)
     qrels = {s: {q: judged[q] for q in ids} for s, ids in split_ids.items()}
-
-    empty = [d for d, doc in corpus.items() if not doc["text"].strip()]
-    seen: dict[str, str] = {}
-    dup = []
-    for d, doc in corpus.items():
-        t = doc["text"].strip()
-        if t and t in seen:
-            dup.append(f"{d} (= {seen[t]})")
-        seen.setdefault(t, d)
-
-    report = {
-        "source": str(raw),
-        "out": str(out_dir),
-        "seed": seed,
-        "documents": len(corpus),
-        "queries": len(queries),
-        "qrels_lines": n_lines,
-        "relevance_codes": {str(k): v for k, v in sorted(codes.items())},
-        "judgements": sum(len(v) for v in judged.values()),
-        "dropped": dropped,
-        "splits": {s: {"queries": len(ids), "judgements": sum(len(judged[q]) for q in ids)}
-                   for s, ids in split_ids.items()},
-        "unjudged_queries": unjudged,
-        "empty_documents": empty,
-        "duplicate_documents": dup,
-        "stray_field_markers": stray,
-    }
+    report = _conversion_report(raw, out_dir, corpus, queries, rel, qrels, stray, seed=seed)
     ds = BeirDataset(corpus=corpus, queries=queries, qrels=qrels)
     write_beir(ds, out_dir, extra_files={"README.md": _cranfield_readme(report, queries, by_position)})
     return report
@@ -799,6 +844,145 @@ Use: train for GRPO and retriever adaptation, dev for early stopping, test for t
 ## Counts and dropped judgements
 
 {r['documents']} documents, {r['queries']} queries, {r['qrels_lines']} lines in `cranqrel`,
+{r['judgements']} judgements kept, {len(r['dropped'])} dropped.
+
+{dropped}
+"""
+
+
+# ------------------------------------------------------------------------------------------ MEDLINE
+
+MEDLINE_FILES = ("MED.ALL", "MED.QRY", "MED.REL")
+MEDLINE_SPLIT = "test"  # 30 queries are too few to split: all of them are the (never trained on) test split
+
+
+def convert_medline(raw_dir: str | Path, out_dir: str | Path, tokenizer: Any = None) -> dict:
+    """Convert the raw SMART MEDLINE files (MED.ALL, MED.QRY, MED.REL) into BEIR layout + README.md.
+
+    MEDLINE is the project's out-of-distribution set (`data.ood`): models trained on Cranfield are
+    evaluated on it unchanged. Mapping (see data/medline/README.md):
+      - documents: `_id` = the `.I` number, title = "" (MED.ALL has no title field: `.I` then `.W`),
+        text = `.W` with every run of whitespace collapsed to one space (the raw text is lowercase, with
+        spaces before punctuation and lines padded with trailing blanks; the words are kept as they are).
+      - queries: `_id` = the `.I` number, text = `.W`, whitespace collapsed the same way.
+      - MED.REL has three columns `query-id doc-id relevance` (not TREC's four); relevance is binary and
+        kept as the score. A line naming an unknown query or document, a relevance other than 0/1, or a
+        repeated (query, document) pair is dropped and named in the report.
+      - every judged query goes to the one split `test` (qrels/test.tsv).
+      - CRLF line ends are dropped by the line reader, so ids are "1", not "1\\r".
+    tokenizer: a model name (`all-minilm-l6-v2`) or tokenizer object; when given, the README also carries
+    token-length statistics of documents and queries (as `resume data stats`).
+    Malformed raw input raises DataError (file and line); nothing is written then. Returns the report.
+    """
+    raw = Path(raw_dir)
+    if not raw.is_dir():
+        raise DataError(raw, None, f"directory not found; expected a folder with {', '.join(MEDLINE_FILES)}")
+    doc_path, qry_path, rel_path = (raw / f for f in MEDLINE_FILES)
+
+    corpus, stray = _smart_corpus(doc_path, {"W"}, lambda r: {"title": "", "text": _collapse(r.get("W"))})
+    queries = _smart_queries(qry_path, join=_collapse)
+
+    def judge(q: int, d: int, rel: int):
+        if str(q) not in queries:
+            return f"query {q} is not in MED.QRY"
+        if str(d) not in corpus:
+            return f"document {d} is not in MED.ALL"
+        if rel not in (0, 1):
+            return f"relevance {rel} is not binary (0 or 1)"
+        return str(q), str(d), rel
+
+    rel = _read_rel(rel_path, "query-id doc-id relevance", judge)
+    test = {q: rel[0][q] for q in queries if q in rel[0]}  # in MED.QRY order
+    report = _conversion_report(raw, out_dir, corpus, queries, rel, {MEDLINE_SPLIT: test}, stray)
+    report["crlf_files"] = [f for f in MEDLINE_FILES if b"\r\n" in (raw / f).read_bytes()]
+    if tokenizer is not None:
+        name, tok = _load_tokenizer(tokenizer)
+        doc_lengths = _token_lengths(tok, (doc_text(d) for d in corpus.values()))
+        report["tokenizer"] = name
+        report["document_tokens"] = {**_percentiles(doc_lengths),
+                                     "over_256": sum(1 for n in doc_lengths if n > 256)}
+        report["query_tokens"] = _percentiles(_token_lengths(tok, queries.values()))
+    ds = BeirDataset(corpus=corpus, queries=queries, qrels={MEDLINE_SPLIT: test})
+    write_beir(ds, out_dir, extra_files={"README.md": _medline_readme(report)})
+    return report
+
+
+def _medline_readme(r: dict) -> str:
+    """README.md of the converted MEDLINE collection (generated, so it always matches the files)."""
+    values = ", ".join(f"{k}: {v}" for k, v in r["relevance_codes"].items())
+    dropped = ("\n".join(f"- MED.REL line {d['line']} `{d['raw']}`: {d['reason']}" for d in r["dropped"])
+               or "None: every MED.REL line was kept.")
+    split_rows = "\n".join(f"| {s} | {v['queries']} | {v['judgements']} |" for s, v in r["splits"].items())
+    crlf = ", ".join(f"`{f}`" for f in r["crlf_files"]) or "none of the files"
+    if "document_tokens" in r:
+        d, q = r["document_tokens"], r["query_tokens"]
+        lengths = (
+            f"Under the `{r['tokenizer']}` tokenizer (word pieces, no special tokens), as\n"
+            f"`resume data stats data/medline --tokenizer {r['tokenizer']}` counts them:\n\n"
+            "| | count | mean | median | p90 | p99 | max |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+            + "".join(f"| {what} | {s['count']} | {s['mean']} | {s['p50']} | {s['p90']} | {s['p99']} | {s['max']} |\n"
+                      for what, s in (("documents", d), ("queries", q)))
+            + f"\n{d['over_256']} of {d['count']} documents are longer than 256 tokens (the retriever's default\n"
+            "`max_length`) and are truncated when encoded."
+        )
+    else:
+        lengths = "Not computed here: `resume data stats data/medline --tokenizer all-minilm-l6-v2` prints them."
+    return f"""# MEDLINE in BEIR layout (the out-of-distribution test set)
+
+Generated by `resume data convert-medline --raw data/medline-raw --out data/medline`
+(`resume.data.convert_medline`) from the raw SMART files (`MED.ALL`, `MED.QRY`, `MED.REL`, the classic
+MEDLINE test collection; the project's copy lives in `data/medline-raw/`). Do not edit these files by
+hand: rerun the converter; it is deterministic (same input, same bytes).
+
+Biomedical abstracts, far from Cranfield's aeronautics: the models trained on `data.path` (Cranfield)
+are evaluated here unchanged (`data.ood: data/medline`), as the paper trains on MS MARCO and reports
+NFCorpus without further training. Every query is in the `test` split; nothing is ever trained on it.
+
+| file | content |
+| --- | --- |
+| `corpus.jsonl` | {r['documents']} documents `{{"_id", "title", "text"}}`, `title` always `""` |
+| `queries.jsonl` | {r['queries']} queries `{{"_id", "text"}}` |
+| `qrels/test.tsv` | {r['splits'][MEDLINE_SPLIT]['judgements']} binary judgements `query-id corpus-id score` |
+
+## Mapping
+
+- Documents: `_id` = the `.I` number; `title` = `""`: `MED.ALL` has no title field (`.I` then `.W`). The
+  abstract often begins with the article's title as its first sentence, but nothing marks where it ends,
+  so it stays in the text. `text` = `.W`.
+- Queries: `_id` = the `.I` number; `text` = `.W`.
+- Judgements: `MED.REL` lines are `query-id doc-id relevance`, three columns (not the four of TREC's
+  `query 0 doc relevance`); the query is named by its `.I` id. Relevance is binary and kept as the score.
+  Values found: {values}.
+
+## Quirks handled
+
+- CRLF line ends in {crlf}: dropped when reading, so ids are `1`, not `1\\r`.
+- The text is lowercase, the documents with a space before punctuation (` .`); lines are padded with
+  trailing blanks, paragraphs indented and sentences of the queries separated by two spaces: the words
+  are kept as distributed, every run of whitespace becomes one space (Cranfield's converter keeps
+  spaces inside lines; here the padding would otherwise leak into the text).
+- Blank lines (the last line of `MED.QRY`) are ignored.
+- Documents with an empty text: {', '.join(r['empty_documents']) or 'none'}.
+- Documents whose text duplicates an earlier one: {', '.join(r['duplicate_documents']) or 'none'}.
+- Repeated `.W` markers inside a document (the marker dropped, its lines kept):
+  {', '.join(r['stray_field_markers']) or 'none'}.
+
+## Split
+
+{r['queries']} queries are too few to split: every judged query is in `test`.
+Queries with no judgement go to no split: {', '.join(r['unjudged_queries']) or 'none'}.
+
+| split | queries | judgements |
+| --- | --- | --- |
+{split_rows}
+
+## Lengths
+
+{lengths}
+
+## Counts and dropped judgements
+
+{r['documents']} documents, {r['queries']} queries, {r['qrels_lines']} lines in `MED.REL`,
 {r['judgements']} judgements kept, {len(r['dropped'])} dropped.
 
 {dropped}

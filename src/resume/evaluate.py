@@ -2,6 +2,11 @@
 
     resume metrics --qrels data/cranfield/qrels/test.tsv --run runs/base/run.trec
     resume evaluate --config configs/demo.yaml --split test --retriever all-minilm-l6-v2 --out runs/base
+    resume evaluate --texts S.jsonl --mode fused --choose-weight-on dev --split test --out runs/fused
+
+Index modes (`EvalConfig.mode`): `summary` (each document indexed as its summary; with no summaries, as its
+full text: the Baseline), `fused` (both views, fused by score or RRF, `resume.index.FusedIndex`),
+`long_only` (the summary only for documents longer than the retriever's window).
 
 Conventions (trec_eval semantics, stated once here and tested in tests/test_evaluate.py):
 
@@ -290,38 +295,139 @@ def load_index_texts(ds: Any, texts: str | Path | None) -> dict[str, str]:
     return {d: summaries[d] for d in ds.corpus}
 
 
-def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path | None = None,
-                       out_dir: str | Path, encoder: Any = None) -> dict[str, float]:
-    """Index the texts (summaries or full documents) with FAISS, search `split`'s queries at
-    `cfg.evaluate.k`, and write `run.trec`, `metrics.json`, `per_query.json` and `eval_info.json` into
-    `out_dir` (each atomically). Returns the metrics dict.
+MODES = ("summary", "fused", "long_only")
+WEIGHT_GRID = tuple(i / 10 for i in range(11))  # 0.0, 0.1, ..., 1.0
 
-    `encoder`: any object with `encode_queries` / `encode_docs` (default `resume.retriever.Encoder`
-    of `retriever`). Works on any BEIR-layout directory; the data working set follows `cfg.data`.
-    """
-    from resume.data import load_beir, select_working_set
-    from resume.index import DocIndex
 
-    t0 = time.perf_counter()
-    ds = select_working_set(load_beir(data_dir), cfg.data)
+def doc_window(encoder: Any) -> int:
+    """Document tokens a retriever reads: its `max_length` minus the special tokens its tokenizer adds
+    ([CLS] and [SEP] for BERT-style encoders; 0 for an encoder without a `tokenizer`)."""
+    tok = getattr(encoder, "tokenizer", None)
+    return int(encoder.max_length) - (tok.num_special_tokens_to_add(pair=False) if tok is not None else 0)
+
+
+def long_only_texts(encoder: Any, documents: Mapping[str, str], summaries: Mapping[str, str]
+                    ) -> tuple[dict[str, str], list[str]]:
+    """(doc id -> index text, ids that got their summary) for `long_only`: the summary for each document that
+    overflows the retriever's window (`encoder.count_tokens` of doc_prefix + document, no special tokens,
+    > `doc_window(encoder)`), else the document itself."""
+    ids = list(documents)
+    prefix = getattr(encoder, "doc_prefix", "")
+    window = doc_window(encoder)
+    counts = encoder.count_tokens([prefix + documents[d] for d in ids])
+    long = [d for d, n in zip(ids, counts) if n > window]
+    chosen = set(long)
+    return {d: summaries[d] if d in chosen else documents[d] for d in ids}, long
+
+
+def eval_config(cfg, *, mode: str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
+                texts: Any = None, weight_later: bool = False):
+    """`cfg.evaluate` with these overrides (None = keep), checked before any model loads: a mode other than
+    `summary` needs `texts`, and score fusion a weight in [0, 1] (unless `weight_later`: chosen on dev)."""
+    from dataclasses import replace
+
+    from resume.index import check_fusion
+
+    e = cfg.evaluate
+    ecfg = replace(e, mode=e.mode if mode is None else mode, fusion=e.fusion if fusion is None else fusion,
+                   fusion_weight=e.fusion_weight if fusion_weight is None else fusion_weight)
+    if ecfg.mode not in MODES:
+        raise ResumeError(f"evaluate mode {ecfg.mode!r}: expected one of {', '.join(MODES)}")
+    if ecfg.mode != "summary" and texts is None:
+        raise ResumeError(f"evaluate mode {ecfg.mode!r} needs summaries (--texts): without them every document "
+                          "would be fused with, or replaced by, itself; use mode 'summary' for the Baseline")
+    if ecfg.mode == "fused" and not (weight_later and ecfg.fusion == "score"):
+        check_fusion(ecfg.fusion, ecfg.fusion_weight, ecfg.rrf_k)
+    return ecfg
+
+
+def _split_queries(ds: Any, data_dir: str | Path, split: str) -> tuple[Qrels, list[str]]:
     if split not in ds.qrels:
         raise DataError(Path(data_dir) / "qrels", None, f"split {split!r} not found; available: {sorted(ds.qrels)}")
     qrels = ds.qrels[split]
     qids = [q for q in sorted(qrels) if q in ds.queries]
     if not qids:
         raise DataError(Path(data_dir), None, f"no query of split {split!r} is in queries.jsonl")
-    doc_texts = load_index_texts(ds, texts)
-    doc_ids = list(doc_texts)
-    if encoder is None:
-        from resume.retriever import Encoder
+    return qrels, qids
 
-        encoder = Encoder(retriever, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
+
+def load_encoder(cfg, retriever: str) -> Any:
+    """`resume.retriever.Encoder` of `retriever` with `cfg.retriever` on `cfg.device`."""
+    from resume.retriever import Encoder
+
+    return Encoder(retriever, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
+
+
+class CachingEncoder:
+    """An encoder whose `encode_docs` computes each list of texts once (choose the weight on dev, then
+    evaluate on test: the document and summary views are the same). Everything else is passed through."""
+
+    def __init__(self, encoder: Any):
+        self.encoder = encoder
+        self._docs: dict[tuple[str, ...], np.ndarray] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.encoder, name)
+
+    def encode_docs(self, texts: Iterable[str]) -> np.ndarray:
+        key = tuple(texts)
+        if key not in self._docs:
+            self._docs[key] = np.asarray(self.encoder.encode_docs(list(key)), dtype=np.float32)
+        return self._docs[key]
+
+
+def build_eval_index(ecfg, encoder: Any, documents: Mapping[str, str] | None, summaries: Mapping[str, str] | None
+                     ) -> tuple[Any, dict[str, Any]]:
+    """(index, info) for `ecfg.mode` over the documents and/or their summaries (same ids, same order): a
+    `DocIndex` of the summaries (of the documents when `summaries` is None), a `FusedIndex` of both views,
+    or a `DocIndex` of the `long_only_texts` (info: n_summary_docs). Each view is encoded once with
+    `encoder.encode_docs`."""
+    from resume.index import DocIndex, FusedIndex
+
+    ids = list(documents if documents is not None else summaries)
+
+    def view(texts: Mapping[str, str]) -> tuple[DocIndex, np.ndarray]:
+        emb = np.asarray(encoder.encode_docs([texts[d] for d in ids]), dtype=np.float32)
+        return DocIndex.from_config(ids, emb, ecfg), emb
+
+    if ecfg.mode == "fused":
+        (doc_index, doc_emb), (sum_index, sum_emb) = view(documents), view(summaries)
+        return FusedIndex(doc_index, sum_index, fusion=ecfg.fusion, weight=ecfg.fusion_weight, rrf_k=ecfg.rrf_k,
+                          doc_vectors=doc_emb, summary_vectors=sum_emb), {}
+    if ecfg.mode == "long_only":
+        texts, long = long_only_texts(encoder, documents, summaries)
+        return view(texts)[0], {"n_summary_docs": len(long), "window_tokens": doc_window(encoder)}
+    return view(documents if summaries is None else summaries)[0], {}
+
+
+def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path | None = None,
+                       out_dir: str | Path, encoder: Any = None, mode: str | None = None,
+                       fusion_weight: float | None = None) -> dict[str, float]:
+    """Index the texts with FAISS, search `split`'s queries at `cfg.evaluate.k`, and write `run.trec`,
+    `metrics.json`, `per_query.json` and `eval_info.json` into `out_dir` (each atomically). Returns the
+    metrics dict.
+
+    What is indexed follows `mode` (None = `cfg.evaluate.mode`, see `EvalConfig`): `summary` indexes the
+    summaries of `texts` (summaries.jsonl), or the full documents when `texts` is None (the Baseline);
+    `fused` and `long_only` need `texts`. `fusion_weight` (None = `cfg.evaluate.fusion_weight`) is the
+    document view's weight in score fusion. `encoder`: any object with `encode_queries` / `encode_docs`
+    (and `count_tokens` + `max_length` for `long_only`; default `resume.retriever.Encoder` of `retriever`).
+    Works on any BEIR-layout directory; the data working set follows `cfg.data`.
+    """
+    from resume.data import load_beir, select_working_set
+
+    ecfg = eval_config(cfg, mode=mode, fusion_weight=fusion_weight, texts=texts)
+    t0 = time.perf_counter()
+    ds = select_working_set(load_beir(data_dir), cfg.data)
+    qrels, qids = _split_queries(ds, data_dir, split)
+    summaries = None if texts is None else load_index_texts(ds, texts)
+    documents = load_index_texts(ds, None) if summaries is None or ecfg.mode != "summary" else None
+    encoder = encoder if encoder is not None else load_encoder(cfg, retriever)
     t1 = time.perf_counter()
-    doc_emb = np.asarray(encoder.encode_docs([doc_texts[d] for d in doc_ids]), dtype=np.float32)
+    index, view_info = build_eval_index(ecfg, encoder, documents, summaries)
     q_emb = np.asarray(encoder.encode_queries([ds.queries[q] for q in qids]), dtype=np.float32)
     t2 = time.perf_counter()
-    index = DocIndex.from_config(doc_ids, doc_emb, cfg.evaluate)
-    hits = index.search(q_emb, cfg.evaluate.k)
+    hits = index.search(q_emb, ecfg.k)
     run = {q: dict(h) for q, h in zip(qids, hits)}
     t3 = time.perf_counter()
     per_query = per_query_metrics(qrels, run)
@@ -332,14 +438,52 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
     out.mkdir(parents=True, exist_ok=True)
     write_trec_run(out / "run.trec", run, tag=_tag(retriever))
     atomic_write_json(out / "per_query.json", per_query)
+    fused = ecfg.mode == "fused"
     atomic_write_json(out / "eval_info.json", {
         "data_dir": str(data_dir), "split": split, "retriever": str(retriever),
-        "texts": None if texts is None else str(texts), "n_docs": len(doc_ids), "n_queries": len(qids),
-        "n_judged_queries": len(per_query), "index": cfg.evaluate.index, "k": cfg.evaluate.k,
+        "texts": None if texts is None else str(texts), "n_docs": len(ds.corpus), "n_queries": len(qids),
+        "n_judged_queries": len(per_query), "index": ecfg.index, "k": ecfg.k, "mode": ecfg.mode,
+        "fusion": ecfg.fusion if fused else None,
+        "fusion_weight": ecfg.fusion_weight if fused and ecfg.fusion == "score" else None,
+        "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None, **view_info,
         "seconds": {"load": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "metrics": t4 - t3},
     })
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def choose_fusion_weight(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path,
+                         grid: Iterable[float] = WEIGHT_GRID, metric: str = "mrr@10", encoder: Any = None
+                         ) -> dict[str, Any]:
+    """The document weight of score fusion that maximises `metric` on `split` (the dev split).
+
+    Both views and the queries are encoded once and each view searched once at `cfg.evaluate.k`; each weight
+    of `grid` then only re-fuses those candidates. Ties go to the larger document weight (the system closer
+    to the Baseline). Returns {"weight", "metric", "value", "split", "curve": {weight: value}}.
+    """
+    from resume.data import load_beir, select_working_set
+    from resume.index import id_hits
+
+    grid = sorted({float(w) for w in grid}, reverse=True)
+    if not grid or not all(0.0 <= w <= 1.0 for w in grid):
+        raise ResumeError(f"fusion weight grid {grid}: expected one or more numbers in [0, 1]")
+    if metric not in METRICS:
+        raise ResumeError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
+    ecfg = eval_config(cfg, mode="fused", fusion="score", fusion_weight=grid[0], texts=texts)
+    ds = select_working_set(load_beir(data_dir), cfg.data)
+    qrels, qids = _split_queries(ds, data_dir, split)
+    documents, summaries = load_index_texts(ds, None), load_index_texts(ds, texts)
+    encoder = encoder if encoder is not None else load_encoder(cfg, retriever)
+    index, _ = build_eval_index(ecfg, encoder, documents, summaries)
+    q_emb = np.asarray(encoder.encode_queries([ds.queries[q] for q in qids]), dtype=np.float32)
+    candidates = index.candidates(q_emb, ecfg.k)
+    curve: dict[float, float] = {}
+    for w in grid:
+        hits = id_hits(index.ids, *index.fuse(q_emb, candidates, ecfg.k, weight=w))
+        curve[w] = aggregate(per_query_metrics(qrels, {q: dict(h) for q, h in zip(qids, hits)}))[metric]
+    best = max(grid, key=lambda w: (curve[w], w))  # equal values: the larger document weight
+    return {"weight": best, "metric": metric, "value": curve[best], "split": split,
+            "curve": {w: curve[w] for w in sorted(curve)}}
 
 
 def _tag(name: Any) -> str:

@@ -8,7 +8,10 @@ the train split (`data.train_split`, after the config's working set): `prompt` (
 string of `resume.summarizer.build_prompt`, so training and corpus summarisation see the same prompt),
 `doc_id`, `document`, `pos_query_ids`, `neg_query_ids` (`resume.rewards.sample_negatives`,
 `reward.num_negatives`, seeded by `reward.seed`; empty for the "w/o negative queries" ablation).
-`grpo.max_train_docs` caps the rows (seeded sample by `grpo.seed`).
+`grpo.max_train_docs` caps the rows (seeded sample by `grpo.seed`). `grpo.judge_docs` training documents
+(`judge_doc_ids`, a seeded sample, at most half of them) are held out of GRPO altogether: the fixed judge
+(`resume.quality.fixed_judge`) scores every iteration's summaries of them with g_0, so rounds compare on
+documents no round has trained on.
 
 Reward: `resume.rewards.RetrievalReward` over the FROZEN retriever of the previous iteration; its
 query and document embeddings are encoded once before training (the retriever does not change during
@@ -95,7 +98,8 @@ def build_grpo_dataset(cfg: ResumeConfig, ds, tokenizer, *, split: str | None = 
     if split not in ds.qrels:
         raise ResumeError(f"{ds.path}: no qrels for split {split!r} (have: {', '.join(sorted(ds.qrels)) or 'none'})")
     pos = train_positives(ds, split)
-    doc_ids = [d for d in ds.corpus if d in pos]
+    held_out = set(judge_doc_ids(cfg, ds, split))
+    doc_ids = [d for d in ds.corpus if d in pos and d not in held_out]
     if not doc_ids:
         raise ResumeError(f"{ds.path}: no document has a positive query in split {split!r}; GRPO needs some")
     cap = cfg.grpo.max_train_docs
@@ -116,6 +120,19 @@ def build_grpo_dataset(cfg: ResumeConfig, ds, tokenizer, *, split: str | None = 
         rows.append({"prompt": prompt, "doc_id": d, "document": text, "pos_query_ids": pos[d],
                      "neg_query_ids": [str(q) for q in neg]})
     return rows
+
+
+def judge_doc_ids(cfg: ResumeConfig, ds, split: str | None = None) -> list[str]:
+    """The training documents held out of GRPO for the fixed judge: `grpo.judge_docs` of the documents
+    with a positive query in the train split (at most half of them), a sample seeded by `grpo.seed`,
+    in corpus order."""
+    pos = train_positives(ds, split or cfg.data.train_split)
+    docs = [d for d in ds.corpus if d in pos]
+    k = min(cfg.grpo.judge_docs, len(docs) // 2)
+    if k <= 0:
+        return []
+    keep = set(random.Random(f"judge-{cfg.grpo.seed}").sample(docs, k))
+    return [d for d in docs if d in keep]
 
 
 def _adds_bos(tokenizer) -> bool:
@@ -172,13 +189,14 @@ def make_reward(cfg: ResumeConfig, ds, rows: list[dict[str, Any]], retriever: st
     from resume.data import doc_text
     from resume.retriever import Encoder
     from resume.rewards import RetrievalReward
+    from resume.summarizer import reasoning_prefix
 
     encoder = Encoder(retriever, cfg.retriever, device=device)
     docs = {r["doc_id"]: doc_text(ds.corpus[r["doc_id"]]) for r in rows}
     qids = sorted({q for r in rows for q in (*r["pos_query_ids"], *r["neg_query_ids"])})
     train_qids = sorted(q for q in ds.qrels.get(cfg.data.train_split, {}) if q in ds.queries)
     reward = RetrievalReward(encoder, ds.queries, docs, cfg.reward, separator=cfg.summarizer.separator,
-                             train_query_ids=train_qids)
+                             train_query_ids=train_qids, prefix=reasoning_prefix(cfg))
     reward.warm(doc_ids=list(docs), query_ids=qids)
     return reward
 
@@ -230,15 +248,18 @@ def trl_config(cfg: ResumeConfig, out_dir: Path, device: str, extra: dict[str, A
 
     g = cfg.grpo
     on_gpu = device.startswith("cuda")
+    bf16 = (on_gpu and cfg.summarizer.dtype in ("auto", "bfloat16")) if g.bf16 is None else g.bf16
     kwargs: dict[str, Any] = dict(
         output_dir=str(out_dir / "checkpoints"),
         use_cpu=not on_gpu,
-        bf16=on_gpu and cfg.summarizer.dtype in ("auto", "bfloat16"),
-        fp16=on_gpu and cfg.summarizer.dtype == "float16",
+        bf16=bf16,
+        fp16=on_gpu and cfg.summarizer.dtype == "float16" and not bf16,
         learning_rate=g.learning_rate,
         max_steps=g.max_steps,
         beta=g.beta,
         loss_type=g.loss_type,
+        scale_rewards=g.scale_rewards,
+        mask_truncated_completions=g.mask_truncated_completions,
         per_device_train_batch_size=g.per_device_train_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
         num_generations=g.num_generations,

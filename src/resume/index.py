@@ -10,6 +10,12 @@ With L2-normalised embeddings inner product is cosine similarity. `flat` (IndexF
 collections still train) and `hnsw` (IndexHNSWFlat, inner product) are approximate. GPU FAISS is
 used when it is installed and sees a GPU (`faiss.get_num_gpus() > 0`) unless `gpu=False`; indexes are
 always saved in their CPU form.
+
+Two views of one collection (each document indexed as its full text and as its summary, row i = the same
+doc id in both) are searched with `FusedIndex`: each view's top k, then `fuse_scores` over the union:
+
+    fused = FusedIndex(doc_view, summary_view, fusion="score", weight=0.7)   # or fusion="rrf", rrf_k=60
+    hits = fused.search(query_emb, k=10)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from resume.errors import ResumeError
 from resume.io import atomic_path, atomic_write_json
 
 KINDS = ("flat", "ivf", "hnsw")
+FUSIONS = ("score", "rrf")
 
 
 def _faiss():
@@ -172,6 +179,9 @@ class DocIndex:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._pos
+
     @property
     def dim(self) -> int:
         return int(self.index.d)
@@ -196,10 +206,18 @@ class DocIndex:
 
     def search(self, queries_emb: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Per query, up to k (doc_id, score) pairs, best first (padding hits with index -1 dropped)."""
-        scores, idx = search(self.index, queries_emb, k)
-        ids = self.ids
-        return [[(ids[j], s) for s, j in zip(srow, irow) if j >= 0]
-                for srow, irow in zip(scores.tolist(), idx.tolist())]
+        return id_hits(self.ids, *search(self.index, queries_emb, k))
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of `rows` (int array), (len(rows), dim) float32, exactly as indexed (flat and
+        HNSW keep them as they are; IVF-flat too, through a direct map made on first use). CPU indexes."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return np.zeros((0, self.dim), np.float32)
+        ivf = _faiss().try_extract_index_ivf(self.index)
+        if ivf is not None and ivf.direct_map.no():
+            ivf.make_direct_map()
+        return self.index.reconstruct_batch(rows)
 
     def save(self, path: str | Path) -> None:
         """Write `<path>/index.faiss` and `<path>/ids.json`."""
@@ -216,3 +234,132 @@ class DocIndex:
             raise ResumeError(f"{meta_path}: not found (expected a directory written by DocIndex.save)")
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         return cls(meta["ids"], load_index(path / "index.faiss", gpu=gpu), meta.get("kind", "flat"))
+
+
+def id_hits(ids: list[str], scores: np.ndarray, rows: np.ndarray) -> list[list[tuple[str, float]]]:
+    """Per query, the (doc_id, score) pairs of `search`-style arrays, best first, padding rows (-1) dropped."""
+    return [[(ids[j], s) for s, j in zip(srow, irow) if j >= 0] for srow, irow in zip(scores.tolist(), rows.tolist())]
+
+
+# ------------------------------------------------------------------------------------ two views, fused
+
+
+def _take(vectors: Any, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(vectors(rows) if callable(vectors) else vectors[rows], dtype=np.float32)
+
+
+def check_fusion(fusion: str, weight: float | None, rrf_k: int = 60) -> None:
+    """Raise ResumeError unless `fusion` is known and, for score fusion, `weight` is in [0, 1]."""
+    if fusion not in FUSIONS:
+        raise ResumeError(f"fusion {fusion!r}: expected one of {', '.join(FUSIONS)}")
+    if fusion == "score" and (weight is None or not 0.0 <= weight <= 1.0):
+        raise ResumeError(f"score fusion needs a document weight in [0, 1], got {weight!r} (choose it on the dev "
+                          "split: resume.evaluate.choose_fusion_weight, `resume evaluate --choose-weight-on dev`)")
+    if rrf_k < 0:
+        raise ResumeError(f"rrf_k {rrf_k!r}: expected a non-negative integer")
+
+
+def fuse_scores(queries_emb: np.ndarray, doc_rows: np.ndarray, summary_rows: np.ndarray, *, fusion: str = "score",
+                weight: float | None = None, rrf_k: int = 60, doc_vectors: Any = None, summary_vectors: Any = None,
+                k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Fuse the hits of two aligned views (row i = the same document in both) into one ranking per query.
+
+    queries_emb (nq, dim); doc_rows (nq, a), summary_rows (nq, b): each view's hits, best first, padded
+    with -1 (what `search` returns). The candidates of a query are the union of its two lists.
+    `score`: weight * cos(q, document) + (1 - weight) * cos(q, summary), both inner products computed
+        exactly for every candidate from `doc_vectors` / `summary_vectors` ((n, dim) arrays, or callables
+        rows -> (len(rows), dim) such as `DocIndex.reconstruct`), so a candidate found by one view only still
+        gets its exact score in the other; weight 1 is the document view's ranking, 0 the summary view's.
+    `rrf`: sum over the two lists of 1 / (rrf_k + rank), rank from 1; a list that misses a candidate adds 0.
+    Returns (scores float32 (nq, k'), rows int64 (nq, k')), k' = min(k, the largest union) (k None = all),
+    best first, ties by row ascending, short rows padded with -inf / -1.
+    """
+    check_fusion(fusion, weight, rrf_k)
+    q = _as_f32(queries_emb, "queries_emb")
+    doc_rows, summary_rows = np.asarray(doc_rows, np.int64), np.asarray(summary_rows, np.int64)
+    if doc_rows.ndim != 2 or summary_rows.ndim != 2 or not len(q) == len(doc_rows) == len(summary_rows):
+        raise ValueError(f"{len(q)} queries, doc_rows {doc_rows.shape}, summary_rows {summary_rows.shape}: "
+                         "expected one row of hits per query in each view")
+    if fusion == "score" and (doc_vectors is None or summary_vectors is None):
+        raise ValueError("score fusion needs doc_vectors and summary_vectors")
+    ranked: list[tuple[np.ndarray, np.ndarray]] = []
+    for qv, d_hits, s_hits in zip(q, doc_rows, summary_rows):
+        d_hits, s_hits = d_hits[d_hits >= 0], s_hits[s_hits >= 0]
+        cand = np.union1d(d_hits, s_hits)  # sorted, unique
+        if fusion == "score":
+            w = np.float32(weight)
+            fused = w * (_take(doc_vectors, cand) @ qv) + (np.float32(1) - w) * (_take(summary_vectors, cand) @ qv)
+        else:
+            fused = np.zeros(len(cand), np.float64)
+            for hits in (d_hits, s_hits):
+                fused[np.searchsorted(cand, hits)] += 1.0 / (rrf_k + np.arange(1, len(hits) + 1))
+        order = np.lexsort((cand, -fused))[:k]
+        ranked.append((fused[order], cand[order]))
+    width = max((len(r) for _, r in ranked), default=0)
+    scores = np.full((len(q), width), -np.inf, np.float32)
+    rows = np.full((len(q), width), -1, np.int64)
+    for i, (s, r) in enumerate(ranked):
+        scores[i, :len(r)], rows[i, :len(r)] = s, r
+    return scores, rows
+
+
+class FusedIndex:
+    """Two aligned `DocIndex` views of the same documents, the full text and the summary (same ids in the
+    same row order): each view is searched at k and the hits are fused by `fuse_scores`.
+
+    doc_vectors / summary_vectors: the indexed embeddings when the caller holds them (else they are read
+    back from the indexes with `DocIndex.reconstruct`, which needs CPU indexes).
+    """
+
+    def __init__(self, documents: DocIndex, summaries: DocIndex, *, fusion: str = "score",
+                 weight: float | None = None, rrf_k: int = 60, doc_vectors: np.ndarray | None = None,
+                 summary_vectors: np.ndarray | None = None):
+        if documents.ids != summaries.ids:
+            raise ResumeError("FusedIndex: the document and summary views must hold the same ids in the same order")
+        check_fusion(fusion, weight, rrf_k)
+        self.documents, self.summaries = documents, summaries
+        self.fusion, self.weight, self.rrf_k = fusion, weight, rrf_k
+        self._vectors = (documents.reconstruct if doc_vectors is None else doc_vectors,
+                         summaries.reconstruct if summary_vectors is None else summary_vectors)
+
+    @property
+    def ids(self) -> list[str]:
+        return self.summaries.ids
+
+    def __len__(self) -> int:
+        return len(self.summaries)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self.summaries
+
+    @property
+    def dim(self) -> int:
+        return self.summaries.dim
+
+    def candidates(self, queries_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(document-view rows, summary-view rows), each (nq, k') best first: the input of `fuse`."""
+        return self.documents.search_arrays(queries_emb, k)[1], self.summaries.search_arrays(queries_emb, k)[1]
+
+    def fuse(self, queries_emb: np.ndarray, candidates: tuple[np.ndarray, np.ndarray], k: int, *,
+             weight: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`fuse_scores` over `candidates`, with this index's fusion (`weight` overrides its weight)."""
+        return fuse_scores(queries_emb, *candidates, fusion=self.fusion, rrf_k=self.rrf_k, k=k,
+                           weight=self.weight if weight is None else weight, doc_vectors=self._vectors[0],
+                           summary_vectors=self._vectors[1])
+
+    def search_arrays(self, queries_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.fuse(queries_emb, self.candidates(queries_emb, k), k)
+
+    def search(self, queries_emb: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Per query, up to k (doc_id, fused score) pairs, best first."""
+        return id_hits(self.ids, *self.search_arrays(queries_emb, k))
+
+    def add(self, ids: list[str], doc_emb: np.ndarray, summary_emb: np.ndarray) -> None:
+        """Append documents to both views (only when the vectors are read back from the indexes)."""
+        if not all(callable(v) for v in self._vectors):
+            raise ResumeError("FusedIndex.add: this index was given fixed vector arrays; rebuild it instead")
+        doc_emb, summary_emb = _as_f32(doc_emb, "doc_emb"), _as_f32(summary_emb, "summary_emb")
+        if doc_emb.shape != summary_emb.shape:
+            raise ValueError(f"doc_emb {doc_emb.shape} and summary_emb {summary_emb.shape} differ in shape")
+        self.documents.add(ids, doc_emb)
+        self.summaries.add(ids, summary_emb)

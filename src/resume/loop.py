@@ -86,6 +86,9 @@ class Stages:
     summarize_corpus: Callable | None = None
     finetune_retriever: Callable | None = None
     evaluate_retrieval: Callable | None = None
+    choose_fusion_weight: Callable | None = None
+    quality_signals: Callable | None = None
+    write_lead_summaries: Callable | None = None
 
     def get(self, name: str) -> Callable:
         fn = getattr(self, name)
@@ -99,6 +102,10 @@ class Stages:
             import resume.summarizer as mod
         elif name == "finetune_retriever":
             import resume.retriever as mod
+        elif name == "quality_signals":
+            import resume.quality as mod
+        elif name == "write_lead_summaries":
+            import resume.lead as mod
         else:
             import resume.evaluate as mod
         fn = getattr(mod, name)
@@ -282,13 +289,37 @@ class _Ctx:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def evaluate(self, label: str, scope: Path, name: str, split: str, retriever: str, texts: str | None,
-                 out: Path, cfg: ResumeConfig | None = None) -> dict[str, float]:
+                 out: Path, cfg: ResumeConfig | None = None, *, data_dir: Path | None = None,
+                 fusion_weight: float | None = None) -> dict[str, float]:
+        """Evaluate one system; `fusion_weight` given = the fused index (document + `texts`) with that
+        weight on the document view, else the index of `texts` alone (None: the full documents)."""
         fn = self.stages.get("evaluate_retrieval")
         c = cfg or self.cfg
-        res = self.run.stage(label, scope, name, lambda: fn(c, data_dir=str(self.data_dir), split=split,
-                                                             retriever=retriever, texts=texts, out_dir=str(out)),
-                             outputs=(out,))
+        # the loop names each system's index itself (evaluate.mode is the served index's, see EvalConfig)
+        kw = {"mode": "summary"} if fusion_weight is None else {"mode": "fused", "fusion_weight": fusion_weight}
+        res = self.run.stage(label, scope, name, lambda: fn(c, data_dir=str(data_dir or self.data_dir), split=split,
+                                                             retriever=retriever, texts=texts, out_dir=str(out),
+                                                             **kw), outputs=(out,))
         return {k: float(res[k]) for k in METRICS if k in res}
+
+    def quality(self, label: str, scope: Path, summaries: str, cfg: ResumeConfig | None = None, *,
+                data_dir: Path | None = None) -> dict[str, Any]:
+        """The summary-quality signals of one summaries.jsonl, the fixed judge being g_0."""
+        fn = self.stages.get("quality_signals")
+        c = cfg or self.cfg
+        return self.run.stage(label, scope, "quality", lambda: fn(c, data_dir=str(data_dir or self.data_dir),
+                                                                   summaries=summaries, judge=self.g0))
+
+    def fusion_weight(self, label: str, scope: Path, retriever: str, texts: str) -> dict[str, Any]:
+        """The document view's weight in the fused index: chosen on the dev split (`choose_fusion_weight`)
+        unless `evaluate.fusion_weight` fixes it; 0.5 without a dev split."""
+        fixed = self.cfg.evaluate.fusion_weight
+        if fixed is not None or not self.has_dev:
+            return {"weight": 0.5 if fixed is None else fixed, "chosen_on": None}
+        fn = self.stages.get("choose_fusion_weight")
+        res = self.run.stage(label, scope, "choose-fusion-weight", lambda: fn(
+            self.cfg, data_dir=str(self.data_dir), split=self.cfg.data.dev_split, retriever=retriever, texts=texts))
+        return {**res, "chosen_on": self.cfg.data.dev_split}
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -327,6 +358,7 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
             ctx.run.stage(label, it, "summarize", lambda f=f_t, g=g_prev, o=s_path: summ(
                 cfg, data_dir=str(ctx.data_dir), model=f, retriever=g, out_path=o), outputs=(Path(s_path),))
         f_t = str(f_t)
+        quality = ctx.quality(label, it, s_path, cfg)
         if adapt:
             out = it / "retriever"
             g_t = str(ctx.run.stage(label, it, "retriever-finetune", lambda g=g_prev, s=s_path, o=out: ft(
@@ -339,7 +371,7 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
         rlog = read_reward_log(f_t)
         rmean = mean_reward(rlog)
         rec.update({"summarizer": f_t, "summaries": s_path, "retriever": g_t, "reward_mean": rmean,
-                    "grpo_steps": len(rlog), "dev": dev, "test": test, **summary_stats(s_path)})
+                    "grpo_steps": len(rlog), "dev": dev, "test": test, "quality": quality, **summary_stats(s_path)})
         # early stopping, decided after the iteration has completed
         reasons = []
         e_r, e_m = cfg.loop.eps_reward, cfg.loop.eps_metric
@@ -360,6 +392,88 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
             break
     return {"iterations": iterations, "stopped": stop, "final": {"summarizer": f_prev, "retriever": g_prev},
             "test": iterations[-1]["test"], "dev": iterations[-1]["dev"], "n_iterations": len(iterations)}
+
+
+def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict[str, Any] | None,
+                         sys_metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The systems on `data.ood` (split `data.ood_split`) with the models trained in domain, as the paper's
+    NFCorpus table: Baseline (g_0, documents), Fixed Summary (f_0's summaries, g_0), Iterative (f_T, g_T),
+    Iterative + fused (the in-domain weight), the full-doc control and the lead control (alone and fused
+    with the in-domain weights) where the in-domain run has them. Nothing is chosen on the OOD queries."""
+    from resume.data import resolve_data_path
+
+    ood_dir = Path(resolve_data_path(cfg.data.ood, splits=(cfg.data.ood_split,)))
+    ocfg = copy.deepcopy(ctx.cfg)
+    ocfg.data.path = str(ood_dir)
+    od = run_dir / "ood"
+    split = cfg.data.ood_split
+    systems: dict[str, dict[str, Any]] = {}
+    summ = ctx.stages.get("summarize_corpus")
+
+    def ev(name: str, retriever: str, texts: str | None, weight: float | None = None) -> None:
+        d = od / name
+        systems[name] = {"test": ctx.evaluate(f"ood {name}", d, "evaluate-test", split, retriever, texts,
+                                              d / "eval_test", ocfg, data_dir=ood_dir, fusion_weight=weight),
+                         "dir": str(d / "eval_test")}
+        if weight is not None:
+            systems[name]["fusion_weight"] = weight
+
+    def summaries(name: str, model: str) -> str:
+        d = od / name
+        out = d / "summaries.jsonl"
+        ctx.run.stage(f"ood {name}", d, "summarize", lambda: summ(ocfg, data_dir=str(ood_dir), model=model,
+                                                                  retriever=ctx.g0, out_path=str(out)),
+                      outputs=(out,))
+        return str(out)
+
+    quality: dict[str, Any] = {}
+    ev("baseline", ctx.g0, None)
+    s0 = summaries("fixed_summary", ctx.f0)
+    quality["fixed_summary"] = ctx.quality("ood fixed_summary", od / "fixed_summary", s0, ocfg, data_dir=ood_dir)
+    ev("fixed_summary", ctx.g0, s0)
+    if main is not None:
+        f_T, g_T = main["final"]["summarizer"], main["final"]["retriever"]
+        s_T = summaries("iterative", f_T)
+        quality["iterative"] = ctx.quality("ood iterative", od / "iterative", s_T, ocfg, data_dir=ood_dir)
+        ev("iterative", g_T, s_T)
+        if "iterative_fused" in sys_metrics:
+            ev("iterative_fused", g_T, s_T, sys_metrics["iterative_fused"]["fusion"]["weight"])
+    if "full_doc_control" in sys_metrics:
+        ev("full_doc_control", sys_metrics["full_doc_control"]["retriever"], None)
+    if {"lead", "lead_fused"} & set(sys_metrics):
+        d = od / "lead"
+        lead = d / "summaries.jsonl"
+        wl = ctx.stages.get("write_lead_summaries")
+        ctx.run.stage("ood lead", d, "write-lead", lambda: wl(str(ood_dir), str(lead), retriever_tokenizer=ctx.g0),
+                      outputs=(lead,))
+        if "lead" in sys_metrics:
+            ev("lead", ctx.g0, str(lead))
+        if "lead_fused" in sys_metrics:
+            ev("lead_fused", ctx.g0, str(lead), sys_metrics["lead_fused"]["fusion"]["weight"])
+    return {"dataset": ood_dir.name, "path": str(ood_dir), "split": split, "systems": systems, "quality": quality}
+
+
+def run_env(cfg: ResumeConfig) -> dict[str, Any]:
+    """What the numbers depend on beyond the config: CPU model and bf16 support, threads, dtypes."""
+    import platform
+
+    cpu, flags = platform.processor(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
+        flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        threads = None
+    return {"cpu": cpu, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "torch_threads": threads, "device": _device(cfg), "summarizer_dtype": cfg.summarizer.dtype,
+            "retriever_dtype": cfg.retriever.dtype, "python": platform.python_version()}
 
 
 def _ablation_cfg(cfg: ResumeConfig, name: str) -> ResumeConfig:
@@ -407,6 +521,12 @@ def _lock(run_dir: Path):
 def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, track: bool,
               log: Callable[[str], None]) -> dict[str, Any]:
     check_config(cfg, run_dir, force)
+    if cfg.data.ood:  # a bad OOD set fails now, not after hours of training
+        from resume.data import load_beir, resolve_data_path
+
+        ood = load_beir(resolve_data_path(cfg.data.ood, splits=(cfg.data.ood_split,)), splits=[cfg.data.ood_split])
+        if not ood.qrels.get(cfg.data.ood_split):
+            raise ConfigError(f"data.ood: {cfg.data.ood} has no judgements in split {cfg.data.ood_split!r}")
     started = datetime.now(UTC)
     t_start = time.perf_counter()
     run = Runner(run_dir, cfg.loop.seed, log)
@@ -460,6 +580,7 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
         run.stage("iter 0", d0, "summarize", lambda: summ(scfg, data_dir=str(data_dir), model=ctx.f0,
                                                           retriever=ctx.g0, out_path=str(s0)), outputs=(s0,))
         ctx.s0 = str(s0)
+        ctx.extra["s0_quality"] = ctx.quality("iter 0", d0, ctx.s0)
         if loops_needed and cfg.loop.eps_metric is not None and has_dev:
             ctx.s0_dev = ctx.evaluate("iter 0", d0, "evaluate-dev", cfg.data.dev_split, ctx.g0, ctx.s0, d0 / "eval")
         if "fixed_summary" in systems:
@@ -497,6 +618,33 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
                 "test": ctx.evaluate("full_doc_control", rd, "evaluate-test", test, g, None, rd / "eval_test"),
                 "dir": str(rd / "eval_test"), "retriever": g, "rounds": T}
 
+    # 4b. beyond the paper: the fused index (document + summary views) and the lead control (no LLM)
+    if "iterative_fused" in systems and main is not None:
+        d = run_dir / "iterative_fused"
+        g_T, s_T = main["final"]["retriever"], main["iterations"][-1]["summaries"]
+        w = ctx.fusion_weight("iterative_fused", d, g_T, s_T)
+        sys_metrics["iterative_fused"] = {
+            "test": ctx.evaluate("iterative_fused", d, "evaluate-test", test, g_T, s_T, d / "eval_test",
+                                 fusion_weight=w["weight"]), "dir": str(d / "eval_test"), "fusion": w}
+    if {"lead", "lead_fused"} & set(systems):
+        d = run_dir / "lead"
+        lead = d / "summaries.jsonl"
+        wl = stages.get("write_lead_summaries")
+        run.stage("lead", d, "write-lead", lambda: wl(str(data_dir), str(lead), retriever_tokenizer=ctx.g0), outputs=(lead,))
+        ctx.extra["lead_quality"] = ctx.quality("lead", d, str(lead))
+        if "lead" in systems:
+            sys_metrics["lead"] = {"test": ctx.evaluate("lead", d, "evaluate-test", test, ctx.g0, str(lead),
+                                                        d / "eval_test"), "dir": str(d / "eval_test")}
+        if "lead_fused" in systems:
+            df = run_dir / "lead_fused"
+            w = ctx.fusion_weight("lead_fused", df, ctx.g0, str(lead))
+            sys_metrics["lead_fused"] = {
+                "test": ctx.evaluate("lead_fused", df, "evaluate-test", test, ctx.g0, str(lead), df / "eval_test",
+                                     fusion_weight=w["weight"]), "dir": str(df / "eval_test"), "fusion": w}
+
+    # 4c. out of distribution: the in-domain models on cfg.data.ood, no further training
+    ood = _out_of_distribution(ctx, cfg, run_dir, main, sys_metrics) if cfg.data.ood else None
+
     # 5. ablations
     abl: dict[str, Any] = {}
     for name in ablations:
@@ -519,6 +667,10 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
         "splits": {"train": cfg.data.train_split, "dev": cfg.data.dev_split, "test": test},
         "s0": ctx.s0,
         "s0_dev": ctx.s0_dev,
+        "s0_quality": ctx.extra.get("s0_quality"),
+        "lead_quality": ctx.extra.get("lead_quality"),
+        "env": run_env(cfg),
+        "ood": ood,
         "systems": sys_metrics,
         "iterations": main["iterations"] if main else [],
         "stopped": main["stopped"] if main else None,

@@ -205,21 +205,24 @@ class _Generator:
 
     def __call__(self, batch: dict) -> dict:
         s = self.cfg.summarizer
-        out: dict[str, list] = {"key": [], "_id": [], "completion": [], "n_new_tokens": []}
+        out: dict[str, list] = {"key": [], "_id": [], "completion": [], "n_new_tokens": [], "finished": []}
         for prompts, keys, ids in zip(batch["prompts"], batch["keys"], batch["ids"]):
             prompts = [str(p) for p in prompts]
             if self.llm is not None:
                 outs = self.llm.generate(prompts, self.params)
                 texts, counts = [o.outputs[0].text for o in outs], [len(o.outputs[0].token_ids) for o in outs]
+                fins = [o.outputs[0].finish_reason == "stop" for o in outs]
             else:
                 from resume.summarizer import generate_prompts
 
-                texts, counts = generate_prompts(self.model, self.tokenizer, prompts, s.max_new_tokens,
-                                                 s.separator)
+                texts, counts, fins = generate_prompts(self.model, self.tokenizer, prompts, s.max_new_tokens,
+                                                       s.separator, return_finished=True,
+                                                       no_repeat_ngram_size=s.no_repeat_ngram_size)
             out["key"] += [str(k) for k in keys]
             out["_id"] += [str(i) for i in ids]
             out["completion"] += list(texts)
             out["n_new_tokens"] += [int(c) for c in counts]
+            out["finished"] += [bool(f) for f in fins]
         return out
 
 
@@ -279,7 +282,7 @@ def summarize_corpus_ray(cfg, *, data_dir: str, model: str, retriever: str, out_
             if row["key"] in cache:
                 continue
             r = {"key": str(row["key"]), "_id": str(row["_id"]), "completion": str(row["completion"]),
-                 "n_new_tokens": int(row["n_new_tokens"])}
+                 "n_new_tokens": int(row["n_new_tokens"]), "finished": bool(row["finished"])}
             cache[r["key"]] = r
             rows.append(r)
         S.append_cache(cache_file, rows)

@@ -38,6 +38,9 @@ LABELS = {
     "non_iterative": "Non-iterative (S_1 from f_1, g_0)",
     "iterative": "Iterative (S_T from f_T, g_T)",
     "full_doc_control": "Full-doc control (g_0 fine-tuned on full documents, same budget)",
+    "iterative_fused": "Iterative + fused (documents and S_T as two views, g_T)",
+    "lead": "Lead control (title + first sentence, no LLM, g_0)",
+    "lead_fused": "Lead control + fused (documents and leads as two views, g_0)",
     "no_retrieval_adaptation": "w/o retrieval adaptation",
     "no_negative_queries": "w/o negative queries",
     "continuous_reward": "w/o discrete reward (continuous Δ)",
@@ -188,27 +191,45 @@ def _summaries_of_three(results: dict[str, Any], n_docs: int = 3, max_chars: int
     return lines
 
 
-def _significance(systems: dict[str, Any]) -> list[list[str]]:
-    """Iterative vs every other system, from the eval dirs' per_query.json (empty when unavailable)."""
-    it = systems.get("iterative") or {}
+def _significance(systems: dict[str, Any], ref: str = "iterative",
+                  metrics: tuple[str, ...] = ("mrr@10", "ndcg@10")) -> list[list[str]]:
+    """`ref` vs every other system, from the eval dirs' per_query.json (empty when unavailable)."""
+    it = systems.get(ref) or {}
     a_path = Path(it.get("dir", "")) / "per_query.json"
     if not it.get("dir") or not a_path.exists():
         return []
-    try:
-        from resume.evaluate import paired_test
+    from resume.evaluate import paired_test
 
-        mine = json.loads(a_path.read_text(encoding="utf-8"))
-        rows = []
-        for name, sysm in systems.items():
-            p = Path(sysm.get("dir", "")) / "per_query.json"
-            if name == "iterative" or not sysm.get("dir") or not p.exists():
-                continue
-            r = paired_test(json.loads(p.read_text(encoding="utf-8")), mine, "mrr@10")
-            rows.append([LABELS.get(name, name).split(" (")[0], str(r["n"]), _f(r["mean_diff"]),
-                         _f(r["p_value"]), _f(r["p_permutation"])])
-        return rows
-    except Exception:  # noqa: BLE001 - the table is optional; never fail the report over it
-        return []
+    mine = json.loads(a_path.read_text(encoding="utf-8"))
+    rows = []
+    for name, sysm in systems.items():
+        p = Path(sysm.get("dir", "")) / "per_query.json"
+        if name == ref or not sysm.get("dir") or not p.exists():
+            continue
+        other = json.loads(p.read_text(encoding="utf-8"))
+        cells = []
+        for m in metrics:
+            r = paired_test(other, mine, m)
+            cells += [_f(r["mean_diff"]), _f(r["p_value"]), _f(r["p_permutation"])]
+        rows.append([LABELS.get(name, name).split(" (")[0], str(r["n"]), *cells])
+    return rows
+
+
+def _quality_rows(results: dict[str, Any]) -> list[list[str]]:
+    """One row per summary set: S_0, each iteration's S_t, the lead control (results.json `quality`)."""
+    sets = [("0 (S_0, f_0)", results.get("s0_quality"))]
+    sets += [(str(it["iteration"]), it.get("quality")) for it in results.get("iterations") or []]
+    sets += [("lead (no LLM)", results.get("lead_quality"))]
+    rows = []
+    for name, q in sets:
+        if not q:
+            continue
+        t, j = q.get("text") or {}, q.get("fixed_judge") or {}
+        rows.append([name, _f(t.get("placeholder_rate"), 2), _f(t.get("boilerplate_rate"), 2),
+                     _f(t.get("copy_rate"), 2), _f(t.get("distinct_2"), 2), _f(t.get("mean_tokens"), 1),
+                     _f(t.get("truncation_rate"), 2), _f(t.get("separator_rate"), 2),
+                     _f(j.get("delta_mean"), 4), _f(j.get("reward_mean"), 3), str(j.get("n", "–"))])
+    return rows
 
 
 def _stage_totals(times: dict[str, float], cpu: dict[str, float]) -> list[list[str]]:
@@ -222,6 +243,16 @@ def _stage_totals(times: dict[str, float], cpu: dict[str, float]) -> list[list[s
             for k, v in sorted(tot.items(), key=lambda kv: -sum(kv[1]))]
 
 
+def _env_line(env: dict[str, Any]) -> str:
+    if not env:
+        return "- Machine: not recorded."
+    bf16 = "AMX" if env.get("amx_bf16") else ("AVX512-BF16, no AMX" if env.get("avx512_bf16") else "no native bf16")
+    return (f"- Machine: {env.get('cpu')} ({bf16}), {env.get('cpus')} CPUs, {env.get('torch_threads')} torch "
+            f"threads; summarizer dtype `{env.get('summarizer_dtype')}`, retriever dtype "
+            f"`{env.get('retriever_dtype')}`. Greedy bf16 summaries depend on the CPU's kernels: another CPU "
+            f"gives other S_t and so other numbers (README, \"Results on another CPU\").")
+
+
 def render(results: dict[str, Any], plots: list[Path]) -> str:
     systems = results.get("systems") or {}
     data = results.get("data") or {}
@@ -233,6 +264,7 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
           f"(train `{results['splits']['train']}`, dev `{results['splits']['dev']}`, test `{results['splits']['test']}`).",
           f"- Models: summarizer f_0 `{results['models']['summarizer']}`, retriever g_0 `{results['models']['retriever']}`.",
           f"- Device: {results.get('device')}. Started {results.get('started')}, finished {results.get('finished')} (UTC).",
+          _env_line(results.get("env") or {}),
           f"- Time: {results.get('seconds_stages', 0):.0f} s in stages (sum over all stages, including ones done "
           f"by an earlier, interrupted invocation); this invocation {results.get('seconds_this_invocation', 0):.0f} s.",
           f"- Run directory: `{results.get('run_dir')}`.", ""]
@@ -244,7 +276,8 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
     L += ["## Systems (test split) next to the paper", ""]
     base = (systems.get("baseline") or {}).get("test", {}).get("mrr@10")
     rows = []
-    order = ["baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control"]
+    order = ["baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control", "iterative_fused",
+             "lead", "lead_fused"]
     for name in order:
         ours = (systems.get(name) or {}).get("test")
         paper = PAPER.get(name)
@@ -261,13 +294,25 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
           "Baseline). The full-doc control (not in the paper) fine-tunes g_0 on full documents with the same "
           "fine-tuning budget as the iterative run (same config, one round per iteration); only it separates "
           "what the summaries add from what fine-tuning adds.", ""]
+    fw = {k: (systems.get(k) or {}).get("fusion") for k in ("iterative_fused", "lead_fused")}
+    if any(fw.values()):
+        L += ["Fused systems index each document twice (document and summary/lead) and score "
+              "w·cos(q, document) + (1 − w)·cos(q, summary) over the union of both views' top k; w, the "
+              "document's weight, was " + "; ".join(
+                  f"{_f(v.get('weight'), 2)} for {LABELS[k].split(' (')[0]}"
+                  + (f" (chosen on {v['chosen_on']}, MRR@10 {_f(v.get('value'))})" if v.get("chosen_on") else "")
+                  for k, v in fw.items() if v) + ".", ""]
 
-    sig = _significance(systems)
-    if sig:
-        L += ["Paired tests of Iterative against each system on the test queries (per-query MRR@10; two-sided "
-              "paired t-test and sign-flip permutation test, `resume.evaluate.paired_test`):", ""]
-        L += _table(["Iterative vs", "n queries", "mean diff (Iterative − system)", "p (t-test)", "p (permutation)"], sig)
-        L += [""]
+    for ref in ("iterative", "iterative_fused"):
+        sig = _significance(systems, ref)
+        if sig:
+            name = LABELS[ref].split(" (")[0]
+            L += [f"Paired tests of {name} against each system on the test queries (per-query MRR@10 and "
+                  "NDCG@10; two-sided paired t-test and sign-flip permutation test, `resume.evaluate.paired_test`):",
+                  ""]
+            L += _table([f"{name} vs", "n queries", "ΔMRR@10", "p (t)", "p (perm.)", "ΔNDCG@10", "p (t)",
+                         "p (perm.)"], sig)
+            L += [""]
 
     # iterations
     its = results.get("iterations") or []
@@ -292,6 +337,16 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
               + (f"stopped after iteration {st['iteration']} ({st['reason']}); that iteration is completed and "
                  f"is the final one." if st.get("iteration") else f"not triggered ({st.get('reason')})."), ""]
 
+    qrows = _quality_rows(results)
+    if qrows:
+        L += ["## Summary quality (the guard against reward hacking)", ""]
+        L += _table(["summaries", "placeholder", "boilerplate", "copy (8-grams)", "distinct-2", "mean tokens",
+                     "truncated", "separator", "fixed-judge Δ (g_0)", "fixed-judge reward", "judged docs"], qrows)
+        L += ["", "Rates are shares of the corpus's summaries (`resume.quality`). The fixed judge scores every "
+              "summary set with the same retriever g_0 on the same training documents held out of GRPO, so "
+              "rows compare where the GRPO round rewards (each under a different g_{t-1}) do not. Δ = "
+              "RetScore(summary) − RetScore(document), the reward's Δ.", ""]
+
     # ablations
     abl = results.get("ablations") or {}
     if abl:
@@ -310,11 +365,20 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
     ood = results.get("ood")
     L += ["## Out of distribution", ""]
     if ood:
-        rows = [[f"{k} on {ood.get('dataset')}"] + [_f(v.get(m)) for m in METRICS[:3]]
-                for k, v in ood.get("systems", {}).items()]
-        L += _table(["system", "MRR@10", "NDCG@10", "R@100"], rows)
-        L += ["", f"Paper ({PAPER_OOD['dataset']}): Baseline {PAPER_OOD['baseline']} → Iterative "
-              f"{PAPER_OOD['iterative']} (MRR@10, NDCG@10, R@100).", ""]
+        osys = ood.get("systems", {})
+        obase = (osys.get("baseline") or {}).get("test", {}).get("mrr@10")
+        rows = []
+        for k, v in osys.items():
+            t = v.get("test", v)
+            paper = PAPER_OOD.get(k)
+            rows.append([LABELS.get(k, k)] + [_f(t.get(m)) for m in METRICS[:3]] + [_rel(t.get("mrr@10"), obase)]
+                        + [_f(x) for x in (paper or (None,) * 3)]
+                        + [_rel(paper[0], PAPER_OOD["baseline"][0]) if paper else "–"])
+        L += [f"The in-domain models on `{ood.get('dataset')}` (split `{ood.get('split')}`), no further training; "
+              f"fusion weights are the in-domain ones. Paper: {PAPER_OOD['dataset']}.", ""]
+        L += _table(["system", "MRR@10", "NDCG@10", "R@100", "ΔMRR@10 vs Baseline", "paper MRR@10",
+                     "paper NDCG@10", "paper R@100", "paper ΔMRR@10"], rows)
+        L += [""]
     else:
         L += [f"No second dataset configured for this run (the paper reports {PAPER_OOD['dataset']}: "
               f"MRR@10/NDCG@10/R@100 {PAPER_OOD['baseline']} → {PAPER_OOD['iterative']}).", ""]

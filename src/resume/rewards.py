@@ -242,6 +242,9 @@ class RetrievalReward:
         docs: doc id -> text the summarizer sees summarised (`resume.data.doc_text`).
         cfg: `RewardConfig`.
         separator: the tag that ends the reasoning (`SummarizerConfig.separator`).
+        prefix: text prepended to every completion before parsing: the part of the reasoning block
+            that the prompt prefilled (`resume.summarizer.reasoning_prefix`; the separator itself when
+            `summarizer.reasoning: skip`, else "").
         train_query_ids: pool for negatives when a row has no `neg_query_ids` column (sampled once
             per document with `cfg.seed`, so every completion of a group is scored on the same set).
         name: `__name__` that TRL shows in its logs.
@@ -255,8 +258,9 @@ class RetrievalReward:
 
     def __init__(self, encoder: Any, queries: Mapping[str, str], docs: Mapping[str, str],
                  cfg: RewardConfig | None = None, *, separator: str = "</think>",
-                 train_query_ids: Iterable[str] | None = None, name: str = "retrieval_reward"):
+                 train_query_ids: Iterable[str] | None = None, name: str = "retrieval_reward", prefix: str = ""):
         self.encoder = encoder
+        self.prefix = prefix
         self.queries = queries
         self.docs = docs
         self.cfg = cfg or RewardConfig()
@@ -334,11 +338,19 @@ class RetrievalReward:
             neg = [_as_id_list(q) for q in neg_query_ids]
         else:
             neg = [self.negatives_for(str(d), p) for d, p in zip(doc_id, pos)]
-        dids = [str(d) for d in doc_id]
+        summaries = [split_summary(self.prefix + completion_text(c), self.separator) for c in completions]
+        parts = self.score([str(d) for d in doc_id], summaries, pos, neg)
+        self._record(parts, {**kwargs, "_completions": completions})
+        return [p.total for p in parts]
+
+    def score(self, doc_ids: Sequence[str], summaries: Sequence[str | None], pos: Sequence[list[str]],
+              neg: Sequence[list[str]]) -> list[RewardParts]:
+        """The reward parts of already parsed summaries (None = no separator) of `doc_ids`, with their
+        positive / negative query ids. One batched encode of the summaries; nothing is logged."""
+        n = len(summaries)
+        dids = list(doc_ids)
         self._ensure_docs(dids)
         self._ensure_queries(q for ids in (*pos, *neg) for q in ids)
-
-        summaries = [split_summary(completion_text(c), self.separator) for c in completions]
         present = [i for i, s in enumerate(summaries) if s is not None]
         texts = [summaries[i] for i in present]
         emb = np.zeros((0, 0), dtype=np.float32)
@@ -358,8 +370,7 @@ class RetrievalReward:
                 summaries[i], counts[row[i]],
                 self._sims(pos[i], s_emb), self._sims(neg[i], s_emb),
                 self._sims(pos[i], d_emb), self._sims(neg[i], d_emb), self.cfg))
-        self._record(parts, {**kwargs, "_completions": completions})
-        return [p.total for p in parts]
+        return parts
 
     # -- logging ----------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ Cache and crash safety. Each finished document appends one JSON line `{"key","_i
 "n_new_tokens"}` to `<out>.cache.jsonl` (flush + fsync after each batch). The key is a sha256 over the model
 fingerprint, the rendered prompt (which contains the document) and the generation settings. A rerun skips
 known keys; a partially written last line (killed mid-write) is cut off. `summaries.jsonl` is then written
-atomically from the cache in corpus order: `{"_id","summary","completion","n_tokens","has_separator"}`,
+atomically from the cache in corpus order: `{"_id","summary","completion","n_tokens","has_separator","truncated"}`,
 `n_tokens` counted with the retriever's tokenizer (no special tokens).
 """
 
@@ -48,6 +48,8 @@ from resume.io import write_jsonl
 
 THINK_OPEN = "<think>"
 CACHE_VERSION = 1
+# One row of summaries.jsonl. `truncated`: the completion was cut by `max_new_tokens` (no stop token).
+SUMMARY_FIELDS = ("_id", "summary", "completion", "n_tokens", "has_separator", "truncated")
 
 # ------------------------------------------------------------------------------------------- prompts
 
@@ -77,12 +79,33 @@ def truncate_document(tokenizer, document: str, max_tokens: int) -> str:
     return tokenizer.decode(ids[:max_tokens], skip_special_tokens=True).strip()
 
 
+def prompt_template(cfg: ResumeConfig) -> str:
+    """`summarizer.prompt`, or the default prompt of `summarizer.reasoning` when it is empty."""
+    from resume.config import DEFAULT_PROMPTS
+
+    return cfg.summarizer.prompt or DEFAULT_PROMPTS[cfg.summarizer.reasoning]
+
+
 def user_message(tokenizer, document: str, cfg: ResumeConfig) -> str:
-    """`summarizer.prompt` with its placeholders filled (the document last, so its braces stay as they are)."""
+    """The prompt template with its placeholders filled (the document last, so its braces stay as they are)."""
     s, r = cfg.summarizer, cfg.reward
-    text = (s.prompt.replace("{separator}", s.separator).replace("{min_tokens}", str(r.min_tokens))
-            .replace("{max_tokens}", str(r.max_tokens)))
+    fill = {"{separator}": s.separator, "{min_tokens}": str(r.min_tokens), "{max_tokens}": str(r.max_tokens),
+            "{min_words}": str(round(r.min_tokens * 0.75)), "{max_words}": str(round(r.max_tokens * 0.75))}
+    text = prompt_template(cfg)
+    for k, v in fill.items():
+        text = text.replace(k, v)
     return text.replace("{document}", truncate_document(tokenizer, document, s.max_doc_tokens))
+
+
+def reasoning_prefix(cfg: ResumeConfig) -> str:
+    """What the prompt prefills of the reasoning block and a parser must prepend to a completion.
+
+    `reasoning: skip` prefills an empty, closed block: the completion is the summary alone, and the
+    separator that ends the block sits in the prompt. The reward and the corpus summaries parse
+    `reasoning_prefix(cfg) + completion`, so "the text after the last separator" stays the rule.
+    `think` -> "" (the model writes the separator itself).
+    """
+    return cfg.summarizer.separator if cfg.summarizer.reasoning == "skip" else ""
 
 
 def build_prompt(tokenizer, document: str, cfg: ResumeConfig) -> str:
@@ -90,13 +113,19 @@ def build_prompt(tokenizer, document: str, cfg: ResumeConfig) -> str:
 
     A thinking template already ends with `<think>`; for any other template `<think>` + newline is appended
     when `summarizer.prefill_think` (default), so both kinds of model only have to close the tag.
+    `summarizer.reasoning: skip` closes the block at once (`<think>\n\n</think>\n\n`, the shape of
+    Qwen3's non-thinking turns): every generated token is summary.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ResumeError(f"summarizer tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
                           "use an instruct/chat model or set one in its tokenizer_config.json")
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": user_message(tokenizer, document, cfg)}],
                                            tokenize=False, add_generation_prompt=True)
-    if cfg.summarizer.prefill_think and not prompt.rstrip().endswith(THINK_OPEN):
+    s = cfg.summarizer
+    if s.reasoning == "skip":
+        prompt = prompt.rstrip() + "\n\n" if prompt.rstrip().endswith(THINK_OPEN) else prompt + THINK_OPEN + "\n\n"
+        return prompt + s.separator + "\n\n"
+    if s.prefill_think and not prompt.rstrip().endswith(THINK_OPEN):
         prompt += THINK_OPEN + "\n"
     return prompt
 
@@ -119,7 +148,7 @@ def strip_tags(text: str, separator: str = "</think>") -> str:
 
 def index_text(completion: str, document: str, tokenizer, cfg: ResumeConfig) -> tuple[str, bool]:
     """(text the index gets, has_separator) for one completion, applying `summarizer.fallback`."""
-    summary = parse_completion(completion, cfg.summarizer.separator)
+    summary = parse_completion(reasoning_prefix(cfg) + completion, cfg.summarizer.separator)
     if summary is not None:
         return summary, True
     text = strip_tags(completion, cfg.summarizer.separator) if cfg.summarizer.fallback == "completion" else ""
@@ -160,45 +189,77 @@ def _stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+class GeneratedNoRepeatNGram:
+    """A `LogitsProcessor` that bans any n-gram the completion has already generated, looking at the
+    GENERATED tokens only. transformers' `no_repeat_ngram_size` also counts the prompt, so it would forbid
+    copying any n-gram of the document (its key terms) into the summary; no library option restricts it to
+    the completion, hence these few lines. Greedy decoding of a small model otherwise falls into loops
+    ("it is an improvement on the previous one, and it is an improvement on the previous one ...")."""
+
+    def __init__(self, n: int, prompt_len: int):
+        self.n, self.prompt_len = n, prompt_len
+
+    def __call__(self, input_ids, scores):
+        n = self.n
+        gen = input_ids[:, self.prompt_len:].tolist()
+        for row, toks in enumerate(gen):
+            if len(toks) < n:
+                continue
+            tail = toks[len(toks) - n + 1:]
+            banned = {toks[i + n - 1] for i in range(len(toks) - n + 1) if toks[i:i + n - 1] == tail}
+            if banned:
+                scores[row, list(banned)] = -float("inf")
+        return scores
+
+
 def generate_prompts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int,
-                     separator: str = "</think>") -> tuple[list[str], list[int]]:
-    """Greedy generation for already rendered prompts: (completions, generated token counts).
+                     separator: str = "</think>", *, return_finished: bool = False, no_repeat_ngram_size: int = 0):
+    """Greedy generation for already rendered prompts: (completions, generated token counts), plus
+    `finished` flags (a stop token was generated: not cut by `max_new_tokens`) with `return_finished`.
 
     Left padding, KV cache; prompts are tokenized without adding special tokens (the chat template has
-    them). Pure: no state beyond the arguments.
+    them). `no_repeat_ngram_size` > 0 bans repeating an n-gram of the completion (`GeneratedNoRepeatNGram`).
+    Pure: no state beyond the arguments.
     """
     import torch
 
     if not prompts:
-        return [], []
+        return ([], [], []) if return_finished else ([], [])
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     device = next(model.parameters()).device
     enc = {k: v.to(device) for k, v in enc.items()}
+    extra = {}
+    if no_repeat_ngram_size > 0:
+        from transformers import LogitsProcessorList
+
+        extra["logits_processor"] = LogitsProcessorList(
+            [GeneratedNoRepeatNGram(no_repeat_ngram_size, enc["input_ids"].shape[1])])
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
-                             pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
+                             pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None, **extra)
     new = out[:, enc["input_ids"].shape[1]:].tolist()
     stops = _stop_ids(model, tokenizer)
-    texts, counts = [], []
+    texts, counts, finished = [], [], []
     for row in new:
-        n = len(row)
+        n, stop = len(row), False
         for j, t in enumerate(row):
             if t in stops:
-                n = j + 1
+                n, stop = j + 1, True
                 break
         texts.append(_decode(tokenizer, row[:n], separator))
         counts.append(n)
-    return texts, counts
+        finished.append(stop)
+    return (texts, counts, finished) if return_finished else (texts, counts)
 
 
 def generate_batch(model, tokenizer, docs: list[str], cfg: ResumeConfig, max_new_tokens: int | None = None) -> list[str]:
     """Completions for a batch of documents (greedy). The per-batch function reused by Ray Data."""
     prompts = [build_prompt(tokenizer, d, cfg) for d in docs]
     texts, _ = generate_prompts(model, tokenizer, prompts, max_new_tokens or cfg.summarizer.max_new_tokens,
-                                cfg.summarizer.separator)
+                                cfg.summarizer.separator, no_repeat_ngram_size=cfg.summarizer.no_repeat_ngram_size)
     return texts
 
 
@@ -221,7 +282,7 @@ class BatchSummarizer:
         return out
 
 
-def _generate_vllm(model_dir: str, prompts: list[str], cfg: ResumeConfig) -> tuple[list[str], list[int]]:
+def _generate_vllm(model_dir: str, prompts: list[str], cfg: ResumeConfig) -> tuple[list[str], list[int], list[bool]]:
     try:
         from vllm import LLM, SamplingParams
     except ImportError:
@@ -232,7 +293,8 @@ def _generate_vllm(model_dir: str, prompts: list[str], cfg: ResumeConfig) -> tup
     params = SamplingParams(temperature=0.0, max_tokens=cfg.summarizer.max_new_tokens,
                             skip_special_tokens=cfg.summarizer.separator not in llm.get_tokenizer().all_special_tokens)
     outs = llm.generate(prompts, params)
-    return [o.outputs[0].text for o in outs], [len(o.outputs[0].token_ids) for o in outs]
+    return ([o.outputs[0].text for o in outs], [len(o.outputs[0].token_ids) for o in outs],
+            [o.outputs[0].finish_reason == "stop" for o in outs])
 
 
 # ------------------------------------------------------------------------------------- cache (JSONL)
@@ -241,8 +303,11 @@ def _generate_vllm(model_dir: str, prompts: list[str], cfg: ResumeConfig) -> tup
 def generation_settings(cfg: ResumeConfig, dtype: Any) -> dict[str, Any]:
     """The generation settings that enter the cache key (`dtype`: the loaded model's torch dtype)."""
     s = cfg.summarizer
-    return {"backend": s.backend, "decoding": "greedy", "max_new_tokens": s.max_new_tokens,
-            "dtype": s.dtype if s.backend == "vllm" else str(dtype), "separator": s.separator}
+    out = {"backend": s.backend, "decoding": "greedy", "max_new_tokens": s.max_new_tokens,
+           "dtype": s.dtype if s.backend == "vllm" else str(dtype), "separator": s.separator}
+    if s.no_repeat_ngram_size:  # only when set, so caches written before the option keep their keys
+        out["no_repeat_ngram_size"] = s.no_repeat_ngram_size
+    return out
 
 
 def content_key(fingerprint: str, prompt: str, settings: dict[str, Any]) -> str:
@@ -378,21 +443,22 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
             if keys[i] not in seen:
                 seen.add(keys[i])
                 idx.append(i)
-        texts, counts = _generate_vllm(model_dir, [prompts[i] for i in idx], cfg)
-        rows = [{"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c}
-                for i, t, c in zip(idx, texts, counts)]
+        texts, counts, fins = _generate_vllm(model_dir, [prompts[i] for i in idx], cfg)
+        rows = [{"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c, "finished": f}
+                for i, t, c, f in zip(idx, texts, counts, fins)]
         append_cache(cache_file, rows)
         cache.update({r["key"]: r for r in rows})
         gen_tokens, gen_docs = sum(counts), len(rows)
     elif todo:
         bar = tqdm(total=n_todo, unit="doc", desc="summarize", disable=None if progress is None else not progress)
         for b in todo:
-            texts, counts = generate_prompts(mdl, tok, [prompts[i] for i in b], s.max_new_tokens, s.separator)
+            texts, counts, fins = generate_prompts(mdl, tok, [prompts[i] for i in b], s.max_new_tokens, s.separator,
+                                                   return_finished=True, no_repeat_ngram_size=s.no_repeat_ngram_size)
             rows = []
-            for i, t, c in zip(b, texts, counts):
+            for i, t, c, f in zip(b, texts, counts, fins):
                 if keys[i] in cache:  # cached before (a batch cut by a crash) or a duplicate document
                     continue
-                row = {"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c}
+                row = {"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c, "finished": f}
                 cache[keys[i]] = row
                 rows.append(row)
                 gen_tokens += c
@@ -408,15 +474,19 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
     rtok = load_tokenizer(retriever)
     out_rows, missing = [], 0
     for (doc_id, text), key in zip(docs, keys):
-        completion = cache[key]["completion"]
+        entry = cache[key]
+        completion = entry["completion"]
         summary, has_sep = index_text(completion, text, tok, cfg)
         missing += not has_sep
-        out_rows.append({"_id": doc_id, "summary": summary, "completion": completion, "has_separator": has_sep})
+        # `finished` is absent from caches written before it existed: cut iff it used the whole budget
+        truncated = not entry.get("finished", int(entry.get("n_new_tokens", 0)) < s.max_new_tokens)
+        out_rows.append({"_id": doc_id, "summary": summary, "completion": completion, "has_separator": has_sep,
+                         "truncated": truncated})
     counts = [len(x) for x in rtok([r["summary"] for r in out_rows], add_special_tokens=False)["input_ids"]] \
         if out_rows else []
     for r, n in zip(out_rows, counts):
         r["n_tokens"] = n
-    out_rows = [{k: r[k] for k in ("_id", "summary", "completion", "n_tokens", "has_separator")} for r in out_rows]
+    out_rows = [{k: r[k] for k in SUMMARY_FIELDS} for r in out_rows]
     write_jsonl(out_path, out_rows)
     total = time.perf_counter() - t0
     return {
@@ -428,6 +498,7 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
         "bad_cache_lines": bad,
         "missing_separator": missing,
         "missing_separator_share": missing / len(docs) if docs else 0.0,
+        "truncated_share": sum(r["truncated"] for r in out_rows) / len(out_rows) if out_rows else 0.0,
         "fallback": s.fallback,
         "mean_n_tokens": sum(counts) / len(counts) if counts else 0.0,
         "generated_tokens": gen_tokens,

@@ -210,13 +210,23 @@ def _grpo_series(iterations: list[dict[str, Any]]) -> list[tuple[str, float, int
     return items
 
 
+def _quality_items(quality: dict[str, Any] | None, step: int) -> list[tuple[str, float, int]]:
+    """`quality/<signal>` and `quality/judge_<key>` metrics of one summary set (resume.quality)."""
+    q = quality or {}
+    items = [(f"quality/{k}", float(v), step) for k, v in (q.get("text") or {}).items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and k != "n"]
+    items += [(f"quality/judge_{k}", float(v), step) for k, v in (q.get("fixed_judge") or {}).items()
+              if isinstance(v, int | float) and not isinstance(v, bool)]
+    return items
+
+
 def _iteration_items(it: dict[str, Any]) -> list[tuple[str, float, int]]:
     t = it["iteration"]
     items = [(f"{split}/{m}", v, t) for split in ("dev", "test") for m, v in (it.get(split) or {}).items()]
     for k in ("reward_mean", "summary_len", "separator_rate", "reward_gain", "dev_gain"):
         if it.get(k) is not None:
             items.append((k, it[k], t))
-    return items
+    return items + _quality_items(it.get("quality"), t)
 
 
 def _artifact(client: MlflowClient, rid: str, path: str | Path, dest: str | None = None) -> None:
@@ -256,13 +266,15 @@ def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
     iterations = results.get("iterations", [])
 
     # parent: per-step GRPO series, per-iteration metrics, per-system metrics, stage times
-    items = _grpo_series(iterations)
+    items = _grpo_series(iterations) + [(f"iter/{k}", v, s) for k, v, s in _quality_items(results.get("s0_quality"), 0)]
     for it in iterations:
         items += [(f"iter/{k}", v, s) for k, v, s in _iteration_items(it)]
     for name, sysm in results.get("systems", {}).items():
         items += [(f"{name}/test/{m}", v, 0) for m, v in sysm["test"].items()]
     for name, ab in results.get("ablations", {}).items():
         items += [(f"ablation/{name}/test/{m}", v, 0) for m, v in ab["test"].items()]
+    for name, sysm in ((results.get("ood") or {}).get("systems") or {}).items():
+        items += [(f"ood/{name}/test/{m}", v, 0) for m, v in sysm["test"].items()]
     items += [(f"time/{k}", v, 0) for k, v in results.get("stage_seconds", {}).items()]
     items += [("time/total_stages", results.get("seconds_stages", 0), 0),
               ("iterations", len(iterations), 0)]

@@ -1,20 +1,29 @@
 """The retriever bundle: everything the retriever service needs, in one directory.
 
     python -c "from resume.serving.bundle import bundle_from_run_dir; bundle_from_run_dir('runs/demo', 'runs/demo/bundle')"
+    python -c "from resume.serving.bundle import bundle_from_run_dir; bundle_from_run_dir('runs/demo', 'runs/demo/fused', mode='fused')"
 
-Layout (format version 1):
+Layout (format version 1; version 2 = the same plus an index mode other than `summary`):
 
     <bundle>/
-      bundle.json     {"format": "resume-retriever-bundle", "format_version": 1, "dim", "n_docs",
+      bundle.json     {"format": "resume-retriever-bundle", "format_version": 1 | 2, "dim", "n_docs",
                        "retriever": {"dir": "retriever", "pooling", "normalize", "max_length", "query_prefix",
                                      "doc_prefix", "batch_size", "dtype"},
                        "index": {"dir": "index", "kind": "flat"|"ivf"|"hnsw", "metric": "inner_product"},
-                       "docs": "docs.jsonl", "source": {...}, "created": ISO time}
+                       "docs": "docs.jsonl", "source": {...}, "created": ISO time,
+                       "mode": "summary"|"fused"|"long_only", "fusion": "score"|"rrf"|null,
+                       "fusion_weight": float|null, "rrf_k": int|null,
+                       "documents": {"index": {...as "index"}, "docs": "documents.jsonl"} | null}
       retriever/      HF encoder dir (what `resume.retriever.Encoder(dir, cfg)` loads)
       index/          `resume.index.DocIndex.save`: index.faiss (FAISS, CPU form) + ids.json (row -> doc id)
       docs.jsonl      {"_id", "summary"} per indexed text, in index row order
+      doc_index/      fused only: the document view, same ids in the same rows
+      documents.jsonl fused only: {"_id", "text"} per document, in index row order
 
-`summary` holds the text that was indexed (a summary S_t, or the full document for the baseline).
+`summary` holds the text that was indexed (a summary S_t, or the full document for the baseline; under
+`long_only` the summary of a document longer than the retriever's window, else the document). The modes
+are `EvalConfig.mode`'s, searched as `resume.evaluate` does (`fused`: `resume.index.FusedIndex`). A bundle
+without `mode` (written before modes existed) is a `summary` bundle.
 The bundle is written to a temporary sibling directory and renamed into place, so a reader never
 sees half a bundle; an existing bundle at the same path is replaced.
 """
@@ -31,13 +40,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from resume.config import ResumeConfig, RetrieverConfig
-from resume.errors import DataError, ModelError
+from resume.config import EvalConfig, ResumeConfig, RetrieverConfig
+from resume.errors import ConfigError, DataError, ModelError, ResumeError
 from resume.io import atomic_write_json, iter_jsonl, write_jsonl
 
 FORMAT = "resume-retriever-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # written for mode `summary`; FORMAT_VERSION_MODES for the other modes
+FORMAT_VERSION_MODES = 2
 BUNDLE_FILE = "bundle.json"
+RESULTS_FILE = "results.json"  # of a run directory (`resume.loop`)
 _ITER_RE = re.compile(r"^iter_(\d+)$")
 _ENCODER_KEYS = ("pooling", "normalize", "max_length", "query_prefix", "doc_prefix", "batch_size", "dtype")
 
@@ -77,6 +88,16 @@ def read_texts(texts: str | Path | dict[str, str]) -> dict[str, str]:
     return out
 
 
+def read_documents(documents: str | Path | dict[str, str]) -> dict[str, str]:
+    """doc id -> full text: a dict, a BEIR-layout directory (`resume.data.doc_text` of corpus.jsonl), or a
+    JSONL file of {"_id", "text"} (`read_texts`)."""
+    if isinstance(documents, dict) or not Path(documents).is_dir():
+        return read_texts(documents)
+    from resume.data import CORPUS_FILE, doc_text, read_corpus
+
+    return {d["_id"]: doc_text(d) for d in read_corpus(Path(documents) / CORPUS_FILE)}
+
+
 def hf_dir(path: str | Path) -> Path:
     """The HF model dir of a stage output: the dir itself, or its `model/` (`final/`, `hf/`) subdir."""
     p = Path(path)
@@ -93,7 +114,7 @@ def last_iteration(run_dir: str | Path) -> tuple[Path, Path]:
     the highest `iter_NN` that has both `retriever/` and `summaries.jsonl`.
     """
     run_dir = Path(run_dir)
-    res = run_dir / "results.json"
+    res = run_dir / RESULTS_FILE
     if res.is_file():
         try:
             r = json.loads(res.read_text(encoding="utf-8"))
@@ -124,28 +145,53 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | Path | dict[str, str],
                            cfg: ResumeConfig | RetrieverConfig | None = None, device: str | None = None,
-                           source: dict[str, Any] | None = None) -> Path:
+                           source: dict[str, Any] | None = None,
+                           documents: str | Path | dict[str, str] | None = None, mode: str | None = None,
+                           fusion: str | None = None, fusion_weight: float | None = None) -> Path:
     """Encode `texts` with `retriever` and write a bundle to `out_dir` (atomically). Returns `out_dir`.
 
     retriever: model name / HF dir, or an already loaded `resume.retriever.Encoder`.
     texts: summaries.jsonl path or {doc_id: text}.
-    cfg: `ResumeConfig` (retriever section + evaluate.index options) or a bare `RetrieverConfig` (flat index).
+    cfg: `ResumeConfig` (retriever section + evaluate index and mode options) or a bare `RetrieverConfig`
+        (flat index, mode summary).
+    mode / fusion / fusion_weight: override `cfg.evaluate`'s (see `EvalConfig`). `fused` and `long_only` need
+        the full documents: `documents` ({doc_id: text}, a BEIR directory or a {"_id", "text"} JSONL file;
+        default `cfg.data.path`), one for every id of `texts`.
     """
+    from resume.evaluate import eval_config, long_only_texts
     from resume.index import DocIndex
     from resume.retriever import Encoder
 
     rcfg = cfg.retriever if isinstance(cfg, ResumeConfig) else (cfg or RetrieverConfig())
-    ecfg = cfg.evaluate if isinstance(cfg, ResumeConfig) else None
+    ecfg = eval_config(cfg if isinstance(cfg, ResumeConfig) else ResumeConfig(evaluate=EvalConfig()), mode=mode,
+                       fusion=fusion, fusion_weight=fusion_weight, texts=texts)
     docs = read_texts(texts)
-    encoder = retriever if isinstance(retriever, Encoder) else Encoder(str(retriever), rcfg, device=device)
     ids = list(docs)
-    emb = encoder.encode_docs([docs[i] for i in ids])  # (n, dim)
-    if ecfg is not None:
+    full = None
+    if ecfg.mode != "summary":
+        if documents is None and isinstance(cfg, ResumeConfig):
+            documents = cfg.data.path
+        if documents is None:
+            raise ResumeError(f"a {ecfg.mode} bundle needs the full documents (documents=...)")
+        full = read_documents(documents)
+        missing = [i for i in ids if i not in full]
+        if missing:
+            raise DataError(str(documents), None, f"{len(missing)} of {len(ids)} indexed ids have no document "
+                                                  f"(e.g. {missing[:3]})")
+        full = {i: full[i] for i in ids}
+    encoder = retriever if isinstance(retriever, Encoder) else Encoder(str(retriever), rcfg, device=device)
+    if ecfg.mode == "long_only":
+        docs = long_only_texts(encoder, full, docs)[0]
+
+    def view(texts_by_id: dict[str, str]) -> Any:
+        emb = encoder.encode_docs([texts_by_id[i] for i in ids])  # (n, dim)
         # GPU FAISS is a search-time choice; the saved form is always CPU.
-        index = DocIndex.build(ids, emb, ecfg.index, nlist=ecfg.nlist, nprobe=ecfg.nprobe, hnsw_m=ecfg.hnsw_m,
-                               ef_search=ecfg.ef_search, gpu=False)
-    else:
-        index = DocIndex.build(ids, emb, "flat", gpu=False)
+        return DocIndex.build(ids, emb, ecfg.index, nlist=ecfg.nlist, nprobe=ecfg.nprobe, hnsw_m=ecfg.hnsw_m,
+                              ef_search=ecfg.ef_search, gpu=False)
+
+    index = view(docs)
+    doc_index = view(full) if ecfg.mode == "fused" else None
+    fused = doc_index is not None
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,17 +200,28 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
         encoder.save(tmp / "retriever")
         index.save(tmp / "index")
         write_jsonl(tmp / "docs.jsonl", ({"_id": i, "summary": docs[i]} for i in ids))
+        if fused:
+            doc_index.save(tmp / "doc_index")
+            write_jsonl(tmp / "documents.jsonl", ({"_id": i, "text": full[i]} for i in ids))
         meta = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "dim": int(emb.shape[1]),
+            "format_version": FORMAT_VERSION if ecfg.mode == "summary" else FORMAT_VERSION_MODES,
+            "dim": index.dim,
             "n_docs": len(ids),
             "retriever": {"dir": "retriever", **{k: getattr(rcfg, k) for k in _ENCODER_KEYS}},
             "index": {"dir": "index", "kind": index.kind, "metric": "inner_product"},
             "docs": "docs.jsonl",
+            "mode": ecfg.mode,
+            "fusion": ecfg.fusion if fused else None,
+            "fusion_weight": ecfg.fusion_weight if fused and ecfg.fusion == "score" else None,
+            "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None,
+            "documents": {"index": {"dir": "doc_index", "kind": doc_index.kind, "metric": "inner_product"},
+                          "docs": "documents.jsonl"} if fused else None,
             "source": {"retriever": str(retriever if isinstance(retriever, str | Path) else
                                         getattr(retriever, "name_or_path", type(retriever).__name__)),
                        "texts": str(texts) if not isinstance(texts, dict) else f"<{len(docs)} texts>",
+                       **({"documents": str(documents) if not isinstance(documents, dict)
+                           else f"<{len(full)} documents>"} if full is not None else {}),
                        **(source or {})},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -177,12 +234,41 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
 
 
 def bundle_from_run_dir(run_dir: str | Path, out_dir: str | Path, *, cfg: ResumeConfig | None = None,
-                        device: str | None = None) -> Path:
-    """Bundle a run's final retriever over its last summaries (see `last_iteration`).
+                        device: str | None = None, mode: str | None = None,
+                        fusion_weight: float | None = None) -> Path:
+    """Bundle a run's final retriever over its last summaries (see `last_iteration`), indexed as `mode`.
 
-    A single iteration directory (`retriever/` + `summaries.jsonl`) works too. The encoder settings come
-    from the run's `config.yaml` when present, else `cfg`, else the defaults.
+    A single iteration directory (`retriever/` + `summaries.jsonl`) works too. See `run_bundle_args` for
+    the config, the mode, the fusion weight and the documents.
     """
+    return build_retriever_bundle(out_dir, device=device,
+                                  **run_bundle_args(run_dir, cfg=cfg, mode=mode, fusion_weight=fusion_weight))
+
+
+def run_fusion_weight(run_dir: str | Path) -> float | None:
+    """The document view's weight the run used for its fused index: `systems.iterative_fused.fusion.weight`
+    of its results.json (chosen on dev, unless `evaluate.fusion_weight` fixed it); None when there is none."""
+    try:
+        r = json.loads((Path(run_dir) / RESULTS_FILE).read_text(encoding="utf-8"))
+        w = r["systems"]["iterative_fused"]["fusion"]["weight"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else None
+
+
+def run_bundle_args(run_dir: str | Path, *, cfg: ResumeConfig | None = None, mode: str | None = None,
+                    fusion_weight: float | None = None) -> dict[str, Any]:
+    """The `build_retriever_bundle` arguments (but `out_dir`, `device`) of a run (or iteration) directory,
+    checked before any model loads.
+
+    cfg: default the run's `config.yaml` (`find_run_config`), else the defaults. mode: default
+    `cfg.evaluate.mode`. fusion_weight (score fusion): default the run's own (`run_fusion_weight`), else
+    `evaluate.fusion_weight`; neither is an error. Documents (`fused`, `long_only`): the run's
+    materialised working set, `<run_dir>/data` (or a parent's, for an iteration directory), else `data.path`.
+    """
+    from resume.data import CORPUS_FILE
+    from resume.evaluate import eval_config
+
     run_dir = Path(run_dir)
     if (run_dir / "retriever").is_dir() and (run_dir / "summaries.jsonl").is_file():
         retriever, summaries = hf_dir(run_dir / "retriever"), run_dir / "summaries.jsonl"
@@ -190,8 +276,33 @@ def bundle_from_run_dir(run_dir: str | Path, out_dir: str | Path, *, cfg: Resume
         retriever, summaries = last_iteration(run_dir)
     if cfg is None:
         cfg = find_run_config(summaries.parent)
-    return build_retriever_bundle(out_dir, retriever=str(retriever), texts=summaries, cfg=cfg, device=device,
-                                  source={"run_dir": str(run_dir), "summaries": str(summaries)})
+    mode = mode or cfg.evaluate.mode
+    if mode == "fused" and cfg.evaluate.fusion == "score" and fusion_weight is None:
+        fusion_weight = run_fusion_weight(run_dir)
+        if fusion_weight is None and cfg.evaluate.fusion_weight is None:
+            raise ConfigError(f"{run_dir / RESULTS_FILE}: no fusion weight (systems.iterative_fused.fusion.weight) "
+                              "for the fused index: pass --fusion-weight W, or rerun with the iterative_fused system")
+    elif fusion_weight is not None and mode != "fused":
+        raise ConfigError(f"a fusion weight ({fusion_weight}) is for the fused index; this one is {mode}")
+    eval_config(cfg, mode=mode, fusion_weight=fusion_weight, texts=summaries)  # the remaining checks
+    documents = None
+    if mode != "summary":
+        documents = next((d / "data" for d in (run_dir, *run_dir.resolve().parents[:3])
+                          if (d / "data" / CORPUS_FILE).is_file()), None)
+    return {"retriever": str(retriever), "texts": summaries, "cfg": cfg, "mode": mode,
+            "fusion_weight": fusion_weight, "documents": documents,
+            "source": {"run_dir": str(run_dir), "summaries": str(summaries)}}
+
+
+def check_bundle_mode(meta: dict[str, Any], path: str | Path, *, mode: str | None = None,
+                      fusion_weight: float | None = None) -> None:
+    """ConfigError when an asked-for index mode or fusion weight contradicts a built bundle's (`meta`)."""
+    have, w = meta.get("mode") or "summary", meta.get("fusion_weight")
+    hint = "(an index mode applies to a run directory, bundled at start-up; omit it or rebuild the bundle)"
+    if mode is not None and mode != have:
+        raise ConfigError(f"{path}: a {have} bundle, not {mode} {hint}")
+    if fusion_weight is not None and (w is None or abs(float(w) - fusion_weight) > 1e-9):
+        raise ConfigError(f"{path}: the bundle's fusion weight is {w}, not {fusion_weight} {hint}")
 
 
 def find_run_config(path: str | Path) -> ResumeConfig:
@@ -216,8 +327,12 @@ class LoadedBundle:
     path: Path
     meta: dict[str, Any]
     encoder: Any  # resume.retriever.Encoder
-    index: Any  # resume.index.DocIndex
-    texts: list[str]  # index row order, parallel to index.ids
+    index: Any  # resume.index.DocIndex, or a FusedIndex (mode fused)
+    texts: list[str]  # index row order, parallel to index.ids (the summary view's texts)
+
+    @property
+    def mode(self) -> str:
+        return self.meta.get("mode") or "summary"
 
     @property
     def retriever_config(self) -> RetrieverConfig:
@@ -242,16 +357,18 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
         raise DataError(str(meta_path), e.lineno, f"not valid JSON: {e.msg}") from None
     if meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{meta_path}: format_version {meta.get('format_version')!r}; this code reads "
-                         f"version {FORMAT_VERSION} (rebuild the bundle with build_retriever_bundle)")
+    if meta.get("format_version") not in (FORMAT_VERSION, FORMAT_VERSION_MODES):
+        raise ModelError(f"{meta_path}: format_version {meta.get('format_version')!r}; this code reads versions "
+                         f"{FORMAT_VERSION} and {FORMAT_VERSION_MODES} (rebuild the bundle with build_retriever_bundle)")
+    if meta.get("mode", "summary") not in ("summary", "fused", "long_only"):
+        raise ModelError(f"{meta_path}: mode {meta.get('mode')!r}; expected summary, fused or long_only")
     return meta
 
 
 def load_bundle(path: str | Path, *, device: str | None = None, dtype: str | None = None) -> LoadedBundle:
     """Load and cross-check a bundle: encoder, FAISS index and docs.jsonl must agree in size and dim.
     dtype overrides the encoder's retriever.dtype (queries only: the index keeps the vectors it was built with)."""
-    from resume.index import DocIndex
+    from resume.index import DocIndex, FusedIndex
     from resume.retriever import Encoder
 
     path = Path(path)
@@ -268,8 +385,15 @@ def load_bundle(path: str | Path, *, device: str | None = None, dtype: str | Non
     if missing or len(by_id) != len(index):
         raise DataError(str(docs_path), None, f"{len(by_id)} documents for an index of {len(index)} rows "
                         f"(ids missing from docs.jsonl: {missing[:5]})")
+    texts = [by_id[i] for i in index.ids]
+    if meta.get("mode") == "fused":
+        doc_index = DocIndex.load(path / meta["documents"]["index"].get("dir", "doc_index"))
+        if doc_index.ids != index.ids or doc_index.dim != index.dim:
+            raise ModelError(f"{path}: the document view's index does not match the summary index (ids or dim)")
+        index = FusedIndex(doc_index, index, fusion=meta["fusion"], weight=meta.get("fusion_weight"),
+                           rrf_k=EvalConfig.rrf_k if meta.get("rrf_k") is None else meta["rrf_k"])
     encoder = Encoder(str(rdir), retriever_config(meta), device=device, dtype=dtype)
     if int(encoder.dim) != index.dim or index.dim != int(meta.get("dim", index.dim)):
         raise ModelError(f"{path}: encoder dim {encoder.dim} != index dim {index.dim} "
                          f"(bundle.json says {meta.get('dim')})")
-    return LoadedBundle(path=path, meta=meta, encoder=encoder, index=index, texts=[by_id[i] for i in index.ids])
+    return LoadedBundle(path=path, meta=meta, encoder=encoder, index=index, texts=texts)

@@ -5,7 +5,8 @@
 `--model` of `resume serve` accepts
 - a retriever bundle (see `resume.serving.bundle`) or a directory that contains one (e.g. downloaded artifacts),
 - a run directory (`<run_dir>/iter_NN/{retriever,summaries.jsonl}`, DESIGN §2; the last iteration is
-  bundled at start-up) or a single iteration directory,
+  bundled at start-up, indexed as `--index-mode`: a fused index takes the run's own fusion weight) or a
+  single iteration directory,
 - an MLflow URI: `models:/resume-retriever@champion`, `models:/resume-retriever/3`, `runs:/<id>/bundle`
   (the tracking server comes from `$MLFLOW_TRACKING_URI`). The registered version's artifacts must
   hold a bundle (for the retriever) or an HF model directory (for the summarizer); `log_retriever_bundle`
@@ -19,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from resume.errors import ModelError
-from resume.serving.bundle import BUNDLE_FILE, bundle_from_run_dir, hf_dir, is_bundle, read_bundle_meta
+from resume.serving.bundle import (
+    BUNDLE_FILE,
+    bundle_from_run_dir,
+    check_bundle_mode,
+    hf_dir,
+    is_bundle,
+    read_bundle_meta,
+    run_bundle_args,
+)
 
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -60,24 +69,47 @@ def _find(root: Path, pred, max_depth: int = 3) -> Path | None:
     return None
 
 
-def resolve_retriever_source(model: str | Path, *, device: str | None = None,
-                             work_dir: str | Path | None = None) -> Path:
-    """A local bundle directory for `--model` (downloading or bundling a run directory as needed)."""
+def _local_bundle(local: Path) -> Path | None:
+    """The bundle of a local path: the path itself, or the registry layouts beside it; never a wide search."""
+    return next((d for d in (local, local / "bundle", local / "artifacts" / "bundle") if is_bundle(d)), None)
+
+
+def check_retriever_source(model: str | Path, *, mode: str | None = None, fusion_weight: float | None = None) -> None:
+    """Check an index mode / fusion weight against a local `--model` before anything loads: a built bundle's
+    must agree (`check_bundle_mode`); a run directory's must be buildable (`run_bundle_args`, e.g. a fused
+    index needs a weight). An MLflow URI is checked once downloaded, a path that is neither when resolved."""
+    if is_mlflow_uri(str(model)) or not Path(model).is_dir():
+        return
+    found = _local_bundle(Path(model))
+    if found is not None:
+        check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight)
+        return
+    try:
+        run_bundle_args(model, mode=mode, fusion_weight=fusion_weight)
+    except ModelError:
+        pass  # not a run directory: `resolve_retriever_source` says what it expected
+
+
+def resolve_retriever_source(model: str | Path, *, device: str | None = None, work_dir: str | Path | None = None,
+                             mode: str | None = None, fusion_weight: float | None = None) -> Path:
+    """A local bundle directory for `--model` (downloading or bundling a run directory as needed).
+
+    mode / fusion_weight: the index of a run directory's bundle (`bundle_from_run_dir`); for a built
+    bundle they must agree with its own (`check_bundle_mode`).
+    """
     downloaded = is_mlflow_uri(str(model))
     local = Path(download_model_uri(str(model)) if downloaded else model)
     if not local.is_dir():
         raise ModelError(f"{model}: no such directory (expected a retriever bundle, a run directory "
                          "or models:/resume-retriever@champion)")
-    if downloaded:  # registry artifacts: the bundle may sit a few levels down (pyfunc: artifacts/bundle)
-        found = _find(local, is_bundle)
-    else:  # a local path: the bundle itself, or the registry layouts beside it; never a wide search
-        found = next((d for d in (local, local / "bundle", local / "artifacts" / "bundle") if is_bundle(d)), None)
+    # registry artifacts: the bundle may sit a few levels down (pyfunc: artifacts/bundle)
+    found = _find(local, is_bundle) if downloaded else _local_bundle(local)
     if found is not None:
-        read_bundle_meta(found)
+        check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight)
         return found
     try:
         return bundle_from_run_dir(local, Path(work_dir or tempfile.mkdtemp(prefix="resume-bundle-")) / "bundle",
-                                   device=device)
+                                   device=device, mode=mode, fusion_weight=fusion_weight)
     except ModelError:
         raise ModelError(f"{model}: neither a retriever bundle ({BUNDLE_FILE}) nor a run directory with "
                          "iter_NN/retriever + summaries.jsonl") from None

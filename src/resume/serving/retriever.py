@@ -1,5 +1,9 @@
 """The retriever predictor: query -> top-k documents over the summary index (a `kserve.Model`).
 
+The bundle's mode decides what is searched (see `resume.serving.bundle`): the summary index, or for a
+`fused` bundle the document and summary views, fused by `resume.index.FusedIndex` exactly as
+`resume evaluate --mode fused` does; responses are the same (`summaries` = the summary view's texts).
+
     resume serve retriever --model runs/demo/bundle --http-port 8080
     curl -s localhost:8080/v1/models/resume-retriever:predict -d '{"instances": [{"query": "boundary layer", "k": 3}]}'
 
@@ -68,16 +72,20 @@ class RetrieverModel(kserve.Model):
     CPU, where less padding pays, the bundle's batch_size on GPU).
     summarizer: a `SummaryGenerator` (or a source string for one) used to summarise added documents.
     allow_add: register the `<name>-add` model (see `add_model()`).
+    index_mode / fusion_weight: the index of a run directory's bundle (`summary`, `fused`, `long_only`;
+    default the run's `evaluate.mode`, and for `fused` the run's own weight); a built bundle must agree.
     """
 
     def __init__(self, name: str, source: str, *, device: str | None = None, max_batch_size: int = 32,
                  max_wait_ms: float = 2.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
                  max_doc_chars: int = 100_000, max_instances: int = 256, summarizer: Any = None,
-                 allow_add: bool = True, encode_batch_size: int | None = None, dtype: str | None = None):
+                 allow_add: bool = True, encode_batch_size: int | None = None, dtype: str | None = None,
+                 index_mode: str | None = None, fusion_weight: float | None = None):
         super().__init__(name)
         self.source = source
         self.device = device
         self.dtype = dtype
+        self.index_mode, self.fusion_weight = index_mode, fusion_weight
         self.max_batch_size, self.max_wait_ms = max_batch_size, max_wait_ms
         self.default_k, self.max_k = default_k, max_k
         self.max_query_chars, self.max_doc_chars, self.max_instances = max_query_chars, max_doc_chars, max_instances
@@ -93,7 +101,8 @@ class RetrieverModel(kserve.Model):
         from resume.serving.bundle import load_bundle
         from resume.serving.loading import resolve_retriever_source
 
-        path = resolve_retriever_source(self.source, device=self.device)
+        path = resolve_retriever_source(self.source, device=self.device, mode=self.index_mode,
+                                        fusion_weight=self.fusion_weight)
         self.bundle = load_bundle(path, device=self.device, dtype=self.dtype)
         enc = self.bundle.encoder
         enc.encode_queries(["warm-up query"])  # first call pays lazy initialisation
@@ -196,20 +205,28 @@ class RetrieverModel(kserve.Model):
     # ------------------------------------------------------------------------------- adding documents
 
     def _has(self, doc_id: str) -> bool:
-        index = self.bundle.index
-        pos = getattr(index, "_pos", None)  # DocIndex's id -> row map
-        return doc_id in pos if pos is not None else doc_id in index.ids
+        return doc_id in self.bundle.index
 
-    def _add_batch(self, ids: list[str], texts: list[str]) -> int:
-        """Runs on the batcher thread (serialised with searches): encode and append."""
+    def _add_batch(self, ids: list[str], documents: list[str], summaries: list[str]) -> tuple[int, list[str]]:
+        """Runs on the batcher thread (serialised with searches): encode and append, as the bundle's mode
+        indexes a document (`fused`: both views; `long_only`: the summary only when the document overflows).
+        Returns (index size, the texts the summary view got)."""
         b = self.bundle
         dup = [i for i in ids if self._has(i)]
         if dup:  # re-checked here: a concurrent request may have added it since `add_documents` looked
             raise InvalidInput(f"_id {dup[0]!r} is already indexed; ids must be new")
-        emb = b.encoder.encode_docs(texts)  # (n, dim)
-        b.index.add(ids, emb)
-        b.texts.extend(texts)
-        return len(b.index)
+        if b.mode == "long_only":
+            from resume.evaluate import long_only_texts
+
+            chosen = long_only_texts(b.encoder, dict(zip(ids, documents)), dict(zip(ids, summaries)))[0]
+            summaries = [chosen[i] for i in ids]
+        emb = b.encoder.encode_docs(summaries)  # (n, dim)
+        if b.mode == "fused":
+            b.index.add(ids, emb if documents == summaries else b.encoder.encode_docs(documents), emb)
+        else:
+            b.index.add(ids, emb)
+        b.texts.extend(summaries)
+        return len(b.index), summaries
 
     async def add_documents(self, docs: list[tuple[str, str]]) -> list[dict[str, Any]]:
         ids = [d for d, _ in docs]
@@ -220,11 +237,10 @@ class RetrieverModel(kserve.Model):
             if self._has(d):
                 raise InvalidInput(f"instances[{i}]._id: {d!r} is already indexed; ids must be new")
             seen.add(d)
-        texts = [t for _, t in docs]
+        documents = [t for _, t in docs]
         summarized = self.summarizer is not None
-        if summarized:
-            texts = [r["summary"] for r in await self.summarizer.summarize(texts)]
-        n = await self.batcher.run(lambda: self._add_batch(ids, texts))
+        texts = [r["summary"] for r in await self.summarizer.summarize(documents)] if summarized else documents
+        n, texts = await self.batcher.run(lambda: self._add_batch(ids, documents, texts))
         return [{"_id": d, "summary": t, "summarized": summarized, "n_docs": n} for d, t in zip(ids, texts)]
 
     def _parse_add_v1(self, payload: Any) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Start a KServe `ModelServer` for the retriever or the summarizer (what `resume serve` runs).
 
     resume serve retriever --model runs/demo/bundle --http-port 8080 --grpc-port 0
+    resume serve retriever --model runs/demo --index-mode fused      # the run's fused index, its own weight
     resume serve summarizer --model models:/resume-summarizer@champion --http-port 8080
 
 kserve 0.21 binds REST on 0.0.0.0 and gRPC on [::] (there is no host option); `grpc_port=0` (or None)
@@ -120,11 +121,10 @@ def _customise_rest_server(*, host: str | None, timing: bool) -> None:
     ms.RESTServer = _RESTServer
 
 
-def build_models(kind: str, *, model: str, name: str | None = None, summarizer: str | None = None,
-                 config: Any = None, device: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 2.0,
-                 max_k: int = 1000, max_chars: int = 20_000, allow_add: bool = True, dtype: str | None = None) -> list:
-    """The kserve models for `kind`, loaded (ready). Retriever: [retriever, <name>-add] (or just the
-    retriever when `allow_add` is False). Summarizer: [summarizer]."""
+def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms: float = 2.0, max_k: int = 1000,
+                 max_chars: int = 20_000, dtype: str | None = None, index_mode: str | None = None,
+                 fusion_weight: float | None = None) -> None:
+    """The argument checks of `build_models`, before anything loads (ConfigError naming the argument)."""
     if kind not in KINDS:
         raise ConfigError(f"serve: kind {kind!r}; expected one of {', '.join(KINDS)}")
     if max_batch_size < 1 or max_wait_ms < 0 or max_k < 1 or max_chars < 1:
@@ -133,7 +133,24 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
     if dtype is not None:
         from resume.models import torch_dtype
 
-        torch_dtype(dtype)  # a ConfigError naming the accepted values, before anything loads
+        torch_dtype(dtype)  # a ConfigError naming the accepted values
+    if kind != "retriever" and (index_mode is not None or fusion_weight is not None):
+        raise ConfigError("serve: --index-mode and --fusion-weight are for the retriever")
+    if kind == "retriever":
+        from resume.serving.loading import check_retriever_source
+
+        check_retriever_source(model, mode=index_mode, fusion_weight=fusion_weight)
+
+
+def build_models(kind: str, *, model: str, name: str | None = None, summarizer: str | None = None,
+                 config: Any = None, device: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 max_k: int = 1000, max_chars: int = 20_000, allow_add: bool = True, dtype: str | None = None,
+                 index_mode: str | None = None, fusion_weight: float | None = None) -> list:
+    """The kserve models for `kind`, loaded (ready). Retriever: [retriever, <name>-add] (or just the
+    retriever when `allow_add` is False). Summarizer: [summarizer].
+    index_mode / fusion_weight (retriever): the index of a run directory's bundle (see `RetrieverModel`)."""
+    check_models(kind, model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
+                 max_chars=max_chars, dtype=dtype, index_mode=index_mode, fusion_weight=fusion_weight)
     name = name or f"resume-{kind}"
     if kind == "retriever":
         from resume.serving.retriever import RetrieverModel
@@ -141,7 +158,8 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
 
         gen = SummaryGenerator(summarizer, config, device=device) if summarizer else None
         m = RetrieverModel(name, model, device=device, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                           max_k=max_k, max_doc_chars=max_chars, summarizer=gen, allow_add=allow_add, dtype=dtype)
+                           max_k=max_k, max_doc_chars=max_chars, summarizer=gen, allow_add=allow_add, dtype=dtype,
+                           index_mode=index_mode, fusion_weight=fusion_weight)
         m.load()
         log.info("%s ready: %d documents, dim %d, micro-batch <= %d / %.1f ms%s", name, m.n_docs,
                  m.bundle.index.dim, max_batch_size, max_wait_ms, f"; adds summarised by {summarizer}" if gen else "")
@@ -158,7 +176,8 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
           summarizer: str | None = None, config: Any = None, device: str | None = None, max_batch_size: int = 32,
           max_wait_ms: float = 2.0, max_k: int = 1000, max_body_bytes: int = 1_000_000, max_chars: int = 20_000,
           allow_add: bool = True, host: str | None = None, access_log: bool = True,
-          threads: int | None = None, dtype: str | None = None) -> None:
+          threads: int | None = None, dtype: str | None = None, index_mode: str | None = None,
+          fusion_weight: float | None = None) -> None:
     """Load the model(s) and serve them until SIGTERM/SIGINT (blocks).
 
     host: REST bind address (kserve 0.21 always binds 0.0.0.0; e.g. `127.0.0.1` keeps a local server
@@ -168,7 +187,10 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
     (overrides summarizer.dtype of its config).
     threads: torch intra-op threads; default: the usable cores minus one (at least 1), which leaves a
     core to the event loop that parses requests while a micro-batch runs.
+    index_mode / fusion_weight: the retriever's index when `model` is a run directory (see `RetrieverModel`).
     """
+    check_models(kind, model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
+                 max_chars=max_chars, dtype=dtype, index_mode=index_mode, fusion_weight=fusion_weight)
     for what, port in (("http_port", http_port), ("grpc_port", grpc_port or 1)):
         if not 0 < int(port) < 65536:
             raise ConfigError(f"serve: {what} {port} is not a TCP port (1..65535)")
@@ -185,7 +207,7 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
                                 workers=1, enable_latency_logging=False)
     models = build_models(kind, model=model, name=name, summarizer=summarizer, config=config, device=device,
                           max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k, max_chars=max_chars,
-                          allow_add=allow_add, dtype=dtype)
+                          allow_add=allow_add, dtype=dtype, index_mode=index_mode, fusion_weight=fusion_weight)
     from kserve.model_server import app
 
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)

@@ -1,0 +1,96 @@
+"""Probe: does one GRPO round make f's summaries better for retrieval, as judged by a FIXED retriever?
+
+    .venv/bin/python bench/grpo_probe.py --set grpo.learning_rate=3e-6            # one round, one setting
+    .venv/bin/python bench/grpo_probe.py --sweep grpo.learning_rate=1e-6,3e-6,1e-5  # a measured sweep
+
+Before: f_0's greedy summaries of the fixed judge's held-out training documents (`grpo.judge_docs`, never
+GRPO prompts) scored by g_0 (`resume.quality.fixed_judge`: mean Delta, mean reward, share with Delta > 0)
+plus the text signals. Then one GRPO round (`resume.grpo.grpo_train`, reward model g_0, the config's
+`grpo.*` settings) from f_0, and the same measurement with f_1. The judge and the documents are the same
+before and after, so the difference is what the round taught. Every setting of a sweep starts from f_0
+and writes bench/out/grpo_probe/<tag>/; a rerun skips finished rounds and cached summaries.
+Writes bench/grpo_probe.json (the environment, the settings, before/after per setting, the reward log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def measure(cfg, data: str, model: str, out: Path, ids: list[str]) -> dict:
+    from resume.quality import fixed_judge, summary_quality
+    from resume.summarizer import summarize_corpus
+
+    path = out / "summaries.jsonl"
+    stats = summarize_corpus(cfg, data_dir=data, model=model, retriever=cfg.retriever.model, out_path=path,
+                             doc_ids=ids)
+    return {"quality": summary_quality(path, data),
+            "fixed_judge": fixed_judge(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids),
+            "generation_s": stats["generation_time_s"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "cranfield.yaml"))
+    ap.add_argument("--data", default=str(ROOT / "data" / "cranfield"))
+    ap.add_argument("--set", action="append", default=[], help="config override for every setting")
+    ap.add_argument("--sweep", default=None, help="KEY=V1,V2,...: one GRPO round per value")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_probe.json"))
+    args = ap.parse_args(argv)
+
+    from resume.config import load_config
+    from resume.data import load_beir
+    from resume.grpo import grpo_train, judge_doc_ids
+    from resume.io import atomic_write_json, iter_jsonl
+    from resume.loop import run_env
+
+    settings: list[tuple[str, list[str]]] = [("base", [])]
+    if args.sweep:
+        key, values = args.sweep.split("=", 1)
+        settings = [(f"{key.split('.')[-1]}={v}", [f"{key}={v}"]) for v in values.split(",")]
+    base = load_config(args.config, args.set)
+    for _, extra in settings:  # validate every setting before any work
+        load_config(args.config, [*args.set, *extra])
+    ds = load_beir(args.data)
+    ids = judge_doc_ids(base, ds)
+    out_root = ROOT / "bench" / "out" / "grpo_probe"
+    t0 = time.perf_counter()
+    before = measure(base, args.data, base.summarizer.model, out_root / "f0", ids)
+    print(f"before: delta {before['fixed_judge']['delta_mean']:+.4f} reward {before['fixed_judge']['reward_mean']:+.3f}",
+          flush=True)
+    rounds = {}
+    for tag, extra in settings:
+        cfg = load_config(args.config, [*args.set, *extra])
+        d = out_root / tag.replace("/", "_")
+        model_dir = d / "summarizer"
+        t1 = time.perf_counter()
+        if not (model_dir / "trainer_state.json").exists():
+            grpo_train(cfg, data_dir=args.data, summarizer=cfg.summarizer.model, retriever=cfg.retriever.model,
+                       out_dir=model_dir)
+        train_s = time.perf_counter() - t1
+        after = measure(cfg, args.data, str(model_dir), d, ids)
+        log = list(iter_jsonl(model_dir / "reward_log.jsonl"))
+        rounds[tag] = {"overrides": extra, "after": after, "train_s": round(train_s, 1), "reward_log": log,
+                       "delta_gain": after["fixed_judge"]["delta_mean"] - before["fixed_judge"]["delta_mean"],
+                       "reward_gain": after["fixed_judge"]["reward_mean"] - before["fixed_judge"]["reward_mean"]}
+        print(f"{tag}: delta {after['fixed_judge']['delta_mean']:+.4f} ({rounds[tag]['delta_gain']:+.4f}) reward "
+              f"{after['fixed_judge']['reward_mean']:+.3f} ({rounds[tag]['reward_gain']:+.3f}); train {train_s:.0f} s; "
+              f"round reward {[round(r.get('reward_mean', 0), 2) for r in log]}", flush=True)
+    doc = {"config": args.config, "overrides": args.set, "n_judge_docs": len(ids), "env": run_env(base),
+           "grpo": base.to_dict()["grpo"], "before": before, "rounds": rounds,
+           "seconds": round(time.perf_counter() - t0, 1),
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    atomic_write_json(Path(args.out), doc)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

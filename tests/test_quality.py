@@ -1,0 +1,106 @@
+"""Tests of resume.quality: the summary-quality signals and the fixed judge.
+
+    .venv/bin/pytest tests/test_quality.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resume.config import load_config
+from resume.quality import copy_share, distinct_n, fixed_judge, has_boilerplate, has_placeholder, text_signals
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = "the boundary layer on a flat plate at mach 6 was measured in a shock tunnel with heat transfer gauges"
+
+
+def test_placeholder_is_a_bracket_absent_from_the_document_or_prompt_wording():
+    assert has_placeholder("[summary] The boundary layer was measured.", DOC)
+    assert has_placeholder("Key terms and search questions: flat plate.", DOC)
+    assert not has_placeholder("The boundary layer [at mach 6] was measured.", DOC + " [at mach 6]")
+    assert not has_placeholder("The boundary layer on a flat plate was measured.", DOC)
+
+
+def test_boilerplate():
+    assert has_boilerplate("The document   describes a plate.")
+    assert has_boilerplate("Here is a summary: plates.")
+    assert not has_boilerplate("A flat plate at Mach 6 was tested.")
+
+
+def test_copy_share_counts_verbatim_8grams():
+    copied = "the boundary layer on a flat plate at mach 6 was measured"  # 11 words: 4 8-grams, all in DOC
+    assert copy_share(copied, DOC) == 1.0
+    assert copy_share("heat flux data of a sphere cone body in a hypersonic tunnel run", DOC) == 0.0
+    part = "the boundary layer on a flat plate at mach nine ten eleven"  # 12 words: 5 grams, the first 2 copied
+    assert copy_share(part, DOC) == pytest.approx(0.4)
+    assert copy_share("too short", DOC) is None
+
+
+def test_distinct_2():
+    assert distinct_n(["a b c", "a b c"], 2) == pytest.approx(2 / 4)
+    assert distinct_n(["a b", "c d"], 2) == 1.0
+    assert distinct_n(["a", ""], 2) == 0.0
+
+
+def test_text_signals_of_rows():
+    rows = [{"_id": "1", "summary": "[summary] the document is about plates", "n_tokens": 10, "truncated": True,
+             "has_separator": True},
+            {"_id": "2", "summary": "the boundary layer on a flat plate at mach 6 was measured", "n_tokens": 20,
+             "truncated": False, "has_separator": False}]
+    s = text_signals(rows, {"1": "plates", "2": DOC})
+    assert s["n"] == 2 and s["placeholder_rate"] == 0.5 and s["boilerplate_rate"] == 0.5
+    assert s["truncation_rate"] == 0.5 and s["separator_rate"] == 0.5 and s["mean_tokens"] == 15.0
+    assert s["copy_rate"] == 1.0  # only the second summary has 8-grams
+    assert text_signals([], {})["n"] == 0
+
+
+class _BagEncoder:
+    """Bag-of-words embeddings over a fixed vocabulary: similar texts share words (deterministic)."""
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {}
+
+    def _enc(self, texts):
+        import numpy as np
+
+        out = np.zeros((len(texts), 512), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, self.vocab.setdefault(w, len(self.vocab) % 512)] += 1.0
+        return out
+
+    encode_queries = encode_docs = _enc
+
+    def count_tokens(self, texts):
+        return [len(t.split()) for t in texts]
+
+
+def test_fixed_judge_scores_held_out_documents_and_rewards_query_words(tmp_path):
+    from resume.data import doc_text, load_beir, select_working_set
+    from resume.grpo import judge_doc_ids, train_positives
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.judge_docs=4"])
+    ds = select_working_set(load_beir(ROOT / "data" / "cranfield"), cfg.data)
+    ids = judge_doc_ids(cfg, ds)
+    assert len(ids) == 4 and set(ids) <= set(train_positives(ds, "train"))
+    assert judge_doc_ids(cfg, ds) == ids  # deterministic
+    from resume.data import write_beir
+
+    data = tmp_path / "data"
+    write_beir(ds, data)
+    pos = train_positives(ds, "train")
+    enc = _BagEncoder()
+    docs = {d: doc_text(ds.corpus[d]) for d in ids}
+    as_doc = fixed_judge(cfg, data_dir=data, summaries=docs, judge="unused", doc_ids=ids, encoder=enc)
+    assert as_doc["n"] == 4 and as_doc["delta_mean"] == pytest.approx(0.0)  # the document itself: Delta = 0
+    queries = {d: " ".join(ds.queries[q] for q in pos[d]) for d in ids}  # a "summary" made of its queries
+    better = fixed_judge(cfg, data_dir=data, summaries=queries, judge="unused", doc_ids=ids, encoder=enc)
+    assert better["delta_mean"] > 0.05 and better["delta_positive_share"] > 0.5
+    # GRPO never sees the judge's documents
+    from resume.grpo import build_grpo_dataset
+    from resume.models import load_tokenizer
+
+    rows = build_grpo_dataset(cfg, ds, load_tokenizer("tiny-causal-lm"))
+    assert not {r["doc_id"] for r in rows} & set(ids)
