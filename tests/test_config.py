@@ -25,6 +25,7 @@ def test_cranfield_preset_is_the_demo_on_the_whole_collection(repo_root):
     full = flatten(load_config(repo_root / "configs" / "cranfield.yaml").to_dict())
     diff = {k for k in demo.keys() | full.keys() if demo.get(k) != full.get(k)}
     assert diff == {"name", "data.max_train_queries", "data.max_eval_queries", "data.distractors", "data.ood",
+                    "data.ood_max_queries", "data.ood_distractors",
                     "grpo.max_steps", "grpo.gradient_accumulation_steps", "loop.max_iterations", "tracking.experiment"}
     assert full["data.ood"] == "data/medline" and demo["data.ood"] is None
     assert (full["data.max_train_queries"], full["data.max_eval_queries"], full["data.distractors"]) == (None,) * 3

@@ -115,6 +115,17 @@ def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_pat
     assert set(res["ood"]["systems"]) == {"baseline", "fixed_summary", "iterative", "iterative_fused",
                                           "full_doc_control", "lead", "lead_fused"}
     assert not [c for c in fake.calls if c[0] == "choose_weight" and "ood" in c[1]]  # nothing chosen on OOD
+    assert res["ood"]["working_set"] is None  # the whole OOD set
+
+    # an OOD working set: materialised once under ood/data, every OOD stage reads it
+    cfg.data.ood_max_queries, cfg.data.ood_distractors = 2, 1
+    fake2 = FakeStages()
+    _run(cfg, tmp_path / "run2", fake2)
+    res2 = json.loads((tmp_path / "run2/results.json").read_text())
+    ws = res2["ood"]["working_set"]
+    assert ws["queries"]["test"] == 2 and ws["n_docs"] < ws["n_docs_source"] and res2["ood"]["path"] == str(tmp_path / "run2/ood/data")
+    ood_stages = [a for a in fake2.args if "/ood/" in a.get("out", "") and a["stage"] in ("summarize", "evaluate")]
+    assert ood_stages and {a["data"] for a in ood_stages} == {str(tmp_path / "run2/ood/data")}
     report = (run / "report.md").read_text()
     for text in ("Iterative + fused", "Lead control + fused", "## Summary quality", "fixed-judge Δ (g_0)",
                  "The in-domain models on `ood`", "- Machine: "):

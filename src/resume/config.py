@@ -51,6 +51,8 @@ class DataConfig:
             `None` = no OOD evaluation. A local path that does not exist is reported when the run
             starts, not when the config loads.
         ood_split: the qrels split of `ood` that is evaluated (`data/medline` has only `test`).
+        ood_max_queries / ood_distractors: an OOD working set, as max_eval_queries / distractors do for
+            `path` (seeded by `seed`; materialised once as <run_dir>/ood/data); `None` = all of it.
     """
 
     path: str = "data/cranfield"
@@ -63,9 +65,11 @@ class DataConfig:
     seed: int = 13
     ood: str | None = None
     ood_split: str = "test"
+    ood_max_queries: int | None = None
+    ood_distractors: int | None = None
 
     def __post_init__(self):
-        for k in ("max_train_queries", "max_eval_queries", "distractors"):
+        for k in ("max_train_queries", "max_eval_queries", "distractors", "ood_max_queries", "ood_distractors"):
             v = getattr(self, k)
             _check(v is None or v >= 0, f"data.{k}", v, "a non-negative integer or null")
         _check(self.ood is None or bool(self.ood.strip()), "data.ood", self.ood,

@@ -48,6 +48,7 @@ system and ablation), report.md + plots/ (resume.report), MLflow runs + register
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -394,6 +395,22 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
             "test": iterations[-1]["test"], "dev": iterations[-1]["dev"], "n_iterations": len(iterations)}
 
 
+def _materialise(stages: Stages, source: str, out: Path, dcfg) -> dict[str, Any]:
+    """Write the working set of `source` under `dcfg` (a DataConfig) as a BEIR dir at `out` (atomically)."""
+    ds = stages.get("load_beir")(source)
+    ws = stages.get("select_working_set")(ds, dcfg)
+    tmp = out.parent / f".{out.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    stages.get("write_beir")(ws, tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return {"source": str(source), "n_docs": len(ws.corpus), "n_docs_source": len(ds.corpus),
+            "queries": {s: len(q) for s, q in ws.qrels.items()},
+            "judgements": {s: sum(len(v) for v in q.values()) for s, q in ws.qrels.items()}}
+
+
 def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict[str, Any] | None,
                          sys_metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The systems on `data.ood` (split `data.ood_split`) with the models trained in domain, as the paper's
@@ -403,10 +420,18 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
     from resume.data import resolve_data_path
 
     ood_dir = Path(resolve_data_path(cfg.data.ood, splits=(cfg.data.ood_split,)))
-    ocfg = copy.deepcopy(ctx.cfg)
-    ocfg.data.path = str(ood_dir)
     od = run_dir / "ood"
     split = cfg.data.ood_split
+    source = ood_dir
+    if cfg.data.ood_max_queries is not None or cfg.data.ood_distractors is not None:
+        ws = od / "data"
+        ctx.run.stage("ood", od, "working-set", lambda: _materialise(
+            ctx.stages, str(source), ws, dataclasses.replace(cfg.data, max_eval_queries=cfg.data.ood_max_queries,
+                                                      distractors=cfg.data.ood_distractors, max_train_queries=0)),
+            outputs=(ws,))
+        ood_dir = ws
+    ocfg = copy.deepcopy(ctx.cfg)
+    ocfg.data.path = str(ood_dir)
     systems: dict[str, dict[str, Any]] = {}
     summ = ctx.stages.get("summarize_corpus")
 
@@ -450,7 +475,8 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
             ev("lead", ctx.g0, str(lead))
         if "lead_fused" in sys_metrics:
             ev("lead_fused", ctx.g0, str(lead), sys_metrics["lead_fused"]["fusion"]["weight"])
-    return {"dataset": ood_dir.name, "path": str(ood_dir), "split": split, "systems": systems, "quality": quality}
+    return {"dataset": source.name, "path": str(ood_dir), "split": split, "systems": systems, "quality": quality,
+            "working_set": None if ood_dir == source else ctx.run.result(od, "working-set")}
 
 
 def run_env(cfg: ResumeConfig) -> dict[str, Any]:
@@ -539,21 +565,8 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
     # 1. the working set, once
     data_dir = run_dir / "data"
 
-    def _materialise() -> dict[str, Any]:
-        ds = stages.get("load_beir")(cfg.data.path)
-        ws = stages.get("select_working_set")(ds, cfg.data)
-        tmp = run_dir / ".data.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        stages.get("write_beir")(ws, tmp)
-        if data_dir.exists():
-            shutil.rmtree(data_dir)
-        os.replace(tmp, data_dir)
-        return {"source": str(cfg.data.path), "n_docs": len(ws.corpus), "n_docs_source": len(ds.corpus),
-                "queries": {s: len(q) for s, q in ws.qrels.items()},
-                "judgements": {s: sum(len(v) for v in q.values()) for s, q in ws.qrels.items()}}
-
-    data_info = run.stage("data", run_dir, "working-set", _materialise, outputs=(data_dir,))
+    data_info = run.stage("data", run_dir, "working-set", lambda: _materialise(stages, cfg.data.path, data_dir, cfg.data),
+                          outputs=(data_dir,))
     scfg = stage_cfg(cfg, data_dir)
     has_dev = data_info["queries"].get(cfg.data.dev_split, 0) > 0
     if not has_dev and cfg.loop.eps_metric is not None:
