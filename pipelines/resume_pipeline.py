@@ -56,6 +56,7 @@ register_model = _load("register_model").register_model
 MAX_ITERATIONS = 3                      # compile-time unroll count (--max-iterations)
 FINETUNE_GPUS = 1                       # retriever-finetune accelerator limit = torchrun nproc
 SUMMARIZE_GPUS = 1                      # summarize-corpus in-process (ray_address '') uses the pod's GPU
+SUMMARIZE_ON_RAY = False                # --summarize-on-ray: summarize-corpus submits to Ray, requests no GPU
 GPU_TYPE = "nvidia.com/gpu"
 MLFLOW_SECRET = "resume-mlflow"
 MLFLOW_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
@@ -67,6 +68,7 @@ MLFLOW_ENV = {"MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
 SHARED_PVC = "resume-artifacts"
 SHARED_MOUNT = "/mnt/resume"
 RAY_HEAD = "http://resume-raycluster-head-svc:8265"
+SHM_SIZE = "16Gi"                       # memory-backed /dev/shm of retriever-finetune (NCCL, DataLoader workers)
 
 # (cpu request, memory request, cpu limit, memory limit, gpus, cache)
 RESOURCES = {
@@ -95,12 +97,23 @@ def _setup(task: dsl.PipelineTask, kind: str, display: str, *, resources: dict |
     return task
 
 
-def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FINETUNE_GPUS):
-    """Return the pipeline function with `max_iterations` unrolled iterations."""
+def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FINETUNE_GPUS,
+                   summarize_on_ray: bool = SUMMARIZE_ON_RAY):
+    """Return the pipeline function with `max_iterations` unrolled iterations.
+
+    `summarize_on_ray`: summarize-corpus submits its Ray Data job to the KubeRay cluster by default
+    (summarize_ray_address defaults to RAY_HEAD, one GPU per actor there) and its pod requests no GPU;
+    otherwise it summarises in its own pod, which gets SUMMARIZE_GPUS. Resources are fixed at compile
+    time, so this is a compile-time choice; the run-time parameter can still move the work, not the GPU.
+    """
     if max_iterations < 1:
         raise ValueError(f"max_iterations ({max_iterations}) must be >= 1")
     res = dict(RESOURCES)
     res["retriever-finetune"] = RESOURCES["retriever-finetune"][:4] + (finetune_gpus, True)
+    if summarize_on_ray:
+        res["summarize-corpus"] = RESOURCES["summarize-corpus"][:4] + (0, True)
+    summarize_default = RAY_HEAD if summarize_on_ray else ""
+    s_kw = {"gpus_per_actor": float(SUMMARIZE_GPUS)} if summarize_on_ray else {}
 
     @dsl.pipeline(name="resume-loop",
                   description=f"ReSuMe: GRPO summarizer + retriever adaptation, up to {max_iterations} "
@@ -116,7 +129,7 @@ def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FI
         finetune_max_steps: int = 0,
         finetune_learning_rate: float = 0.0,
         ray_address: str = RAY_HEAD,
-        summarize_ray_address: str = "",
+        summarize_ray_address: str = summarize_default,
         summarize_actors: int = 1,
         shared_dir: str = SHARED_MOUNT,
     ):
@@ -136,8 +149,8 @@ def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FI
         # on dev (the early-stopping reference of iteration 1) and test (the Fixed Summary system).
         baseline = _setup(evaluate(split="test", iteration=0, **common), "evaluate", "baseline-evaluate-test")
         s0 = _setup(summarize_corpus(iteration=0, ray_address=summarize_ray_address, num_actors=summarize_actors,
-                                     shared_dir=shared_dir, **common),
-                    "summarize-corpus", "summarize-corpus-iter0", shared=True)
+                                     shared_dir=shared_dir, **s_kw, **common),
+                    "summarize-corpus", "summarize-corpus-iter0", resources=res, shared=True)
         it0 = {"dev": _setup(evaluate(summaries=s0.outputs["summaries"], split="dev", iteration=0, **common),
                              "evaluate", "evaluate-dev-iter0"),
                "test": _setup(evaluate(summaries=s0.outputs["summaries"], split="test", iteration=0, **common),
@@ -152,11 +165,14 @@ def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FI
                        "grpo-train", f"grpo-train-iter{t}", shared=True)
             s = _setup(summarize_corpus(summarizer_in=g.outputs["model"], iteration=t,
                                         ray_address=summarize_ray_address, num_actors=summarize_actors,
-                                        shared_dir=shared_dir, **g_kw, **common),
-                       "summarize-corpus", f"summarize-corpus-iter{t}", shared=True)
+                                        shared_dir=shared_dir, **s_kw, **g_kw, **common),
+                       "summarize-corpus", f"summarize-corpus-iter{t}", resources=res, shared=True)
             f = _setup(retriever_finetune(summaries=s.outputs["summaries"], iteration=t, nproc=finetune_gpus,
                                           **g_kw, **common),
                        "retriever-finetune", f"retriever-finetune-iter{t}", resources=res)
+            # DDP (NCCL) and DataLoader workers need more than a container's default 64 MiB /dev/shm.
+            kubernetes.empty_dir_mount(f, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
+                                       size_limit=SHM_SIZE)
             ev = {split: _setup(evaluate(retriever_in=f.outputs["model"], summaries=s.outputs["summaries"],
                                          split=split, iteration=t, **common),
                                 "evaluate", f"evaluate-{split}-iter{t}")
@@ -198,8 +214,8 @@ resume_pipeline = build_pipeline()
 
 
 def compile_pipeline(out: str | Path, max_iterations: int = MAX_ITERATIONS,
-                     finetune_gpus: int = FINETUNE_GPUS) -> Path:
-    compiler.Compiler().compile(build_pipeline(max_iterations, finetune_gpus), str(out))
+                     finetune_gpus: int = FINETUNE_GPUS, summarize_on_ray: bool = SUMMARIZE_ON_RAY) -> Path:
+    compiler.Compiler().compile(build_pipeline(max_iterations, finetune_gpus, summarize_on_ray), str(out))
     return Path(out)
 
 
@@ -210,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="iterations unrolled at compile time (KFP v2 has no while loop)")
     p.add_argument("--finetune-gpus", type=int, default=FINETUNE_GPUS,
                    help="GPUs of the retriever-finetune task = torchrun --nproc_per_node")
+    p.add_argument("--summarize-on-ray", action="store_true",
+                   help="summarize-corpus submits to the KubeRay cluster by default and its pod requests no GPU")
     args = p.parse_args(argv)
-    out = compile_pipeline(args.out, args.max_iterations, args.finetune_gpus)
+    out = compile_pipeline(args.out, args.max_iterations, args.finetune_gpus, args.summarize_on_ray)
     print(f"compiled {out} (image {os.environ.get('RESUME_IMAGE', 'default')}, "
           f"{args.max_iterations} iterations)")
     return 0

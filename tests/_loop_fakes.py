@@ -3,10 +3,19 @@
 They follow the real signatures (CONTRACT.md) and write the real artifact formats, with scripted numbers:
 the mean GRPO reward of round t is `rewards[t]`, the dev MRR@10 of iteration t's summaries is `dev[t]`
 (t = 0: S_0; the baseline reads `dev[-1]`), test metrics are dev + 0.01.
+
+They also record what each stage receives, so the tests can check the method's data flow: every call
+appends a dict to `args` with the stage, its output path and its inputs (the summarizer, the retriever,
+the texts, the reward config GRPO trains with). On receipt every stage asserts the part of the contract
+that holds for every call: a `ResumeConfig` whose `data.path` is the directory the stage reads, with the
+working-set sampling knobs off (the loop materialises the working set once; `resume.run_dir.stage_config`).
+`evaluate_retrieval` writes `per_query.json` with per-query values whose mean is the scripted metric, so
+the report's paired tests run on fabricated run dirs too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -29,6 +38,16 @@ def write_tiny_beir(root: Path, n_docs: int = 12) -> Path:
         lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\td{i}\t1" for i in ids]
         (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
+
+
+def _received(cfg, data_dir) -> None:
+    """The contract every stage call must meet (see the module docstring)."""
+    from resume.config import ResumeConfig
+
+    assert isinstance(cfg, ResumeConfig), f"a stage got {type(cfg).__name__}, not a ResumeConfig"
+    assert cfg.data.path == str(data_dir), f"stage config data.path {cfg.data.path} != data_dir {data_dir}"
+    assert (cfg.data.max_train_queries, cfg.data.max_eval_queries, cfg.data.distractors) == (None, None, None), \
+        "a stage got a config with the working-set sampling knobs on"
 
 
 def _t(path: str | None) -> int:
@@ -54,7 +73,11 @@ class FakeStages:
                 raise RuntimeError(f"injected failure in {stage} ({out})")
 
     def grpo_train(self, cfg, *, data_dir, summarizer, retriever, out_dir):
+        _received(cfg, data_dir)
         self.calls.append(("grpo", str(out_dir)))
+        self.args.append({"stage": "grpo", "out": str(out_dir), "summarizer": str(summarizer),
+                          "retriever": str(retriever), "reward": dataclasses.asdict(cfg.reward),
+                          "data": str(data_dir)})
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "partial").write_text("x")
@@ -67,8 +90,10 @@ class FakeStages:
         return str(out)
 
     def summarize_corpus(self, cfg, *, data_dir, model, retriever, out_path, doc_ids=None):
+        _received(cfg, data_dir)
         self.calls.append(("summarize", str(out_path)))
-        self.args.append({"stage": "summarize", "out": str(out_path), "model": str(model), "data": str(data_dir)})
+        self.args.append({"stage": "summarize", "out": str(out_path), "model": str(model), "retriever": str(retriever),
+                          "data": str(data_dir)})
         self._maybe_fail("summarize", str(out_path))
         from resume.data import load_beir
 
@@ -80,7 +105,10 @@ class FakeStages:
         return {"n_docs": len(rows)}
 
     def finetune_retriever(self, cfg, *, data_dir, split, init_model, texts, out_dir):
+        _received(cfg, data_dir)
         self.calls.append(("finetune", str(out_dir)))
+        self.args.append({"stage": "finetune", "out": str(out_dir), "init": str(init_model), "texts": str(texts),
+                          "split": split, "data": str(data_dir)})
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self._maybe_fail("finetune", str(out))
@@ -88,10 +116,12 @@ class FakeStages:
         return str(out)
 
     def evaluate_retrieval(self, cfg, *, data_dir, split, retriever, texts=None, out_dir, mode=None,
-                           fusion_weight=None):
+                           fusion_weight=None, encoder=None):
+        _received(cfg, data_dir)
         self.calls.append(("evaluate", str(out_dir)))
         self.args.append({"stage": "evaluate", "out": str(out_dir), "retriever": str(retriever), "texts": str(texts),
-                          "mode": mode, "weight": fusion_weight, "data": str(data_dir), "split": split})
+                          "mode": mode, "weight": fusion_weight, "data": str(data_dir), "split": split,
+                          "encoder": None if encoder is None else id(encoder)})
         self._maybe_fail("evaluate", str(out_dir))
         t = _t(texts)
         v = self.dev.get(t, 0.0) + (0.01 if split == "test" else 0.0)
@@ -103,15 +133,24 @@ class FakeStages:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "run.trec").write_text("q6 Q0 d6 1 1.0 fake\n", encoding="utf-8")
+        # per query: the scripted value -a, +a, 0 over the split's queries (mean = the value), with a spread
+        # `a` that depends on the texts, so paired differences between two systems vary from query to query
+        qids = {"train": ("q0", "q1", "q2"), "dev": ("q4", "q5"), "test": ("q6", "q7", "q8")}.get(split, ())
+        a = 0.05 + 0.02 * (t + 1)
+        per_query = {q: {k: round(x + (-a, a, 0.0)[i], 6) for k, x in m.items()} for i, q in enumerate(qids)}
+        atomic_write_json(out / "per_query.json", per_query)
         atomic_write_json(out / "metrics.json", m)
         return m
 
-    def choose_fusion_weight(self, cfg, *, data_dir, split, retriever, texts):
+    def choose_fusion_weight(self, cfg, *, data_dir, split, retriever, texts, encoder=None):
+        _received(cfg, data_dir)
         self.calls.append(("choose_weight", str(texts)))
-        self.args.append({"stage": "choose_weight", "retriever": str(retriever), "texts": str(texts), "split": split})
+        self.args.append({"stage": "choose_weight", "retriever": str(retriever), "texts": str(texts), "split": split,
+                          "encoder": None if encoder is None else id(encoder)})
         return {"weight": 0.7, "metric": "mrr@10", "value": 0.5, "curve": {"0.7": 0.5}}
 
     def quality_signals(self, cfg, *, data_dir, summaries, judge):
+        _received(cfg, data_dir)
         self.calls.append(("quality", str(summaries)))
         self.args.append({"stage": "quality", "summaries": str(summaries), "judge": str(judge), "data": str(data_dir)})
         t = _t(summaries)

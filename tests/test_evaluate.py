@@ -322,7 +322,7 @@ def test_evaluate_retrieval_full_documents_and_summaries(beir_dir, tmp_path):
 
     # Summaries swap the texts: summaries that carry the wrong topic break retrieval.
     rows = [{"_id": f"d{i}", "summary": s} for i, s in
-            enumerate(["heat flux", "wing lift", "shock wave", "boundary layer", None, "plate"])]
+            enumerate(["heat flux", "wing lift", "shock wave", "boundary layer", "", "plate"])]
     texts = tmp_path / "summaries.jsonl"
     texts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     m2 = evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts,
@@ -333,20 +333,72 @@ def test_evaluate_retrieval_full_documents_and_summaries(beir_dir, tmp_path):
     with pytest.raises(DataError, match="have no summary"):
         evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts,
                            out_dir=tmp_path / "eval3", encoder=HashEncoder())
+    # the one policy of every summaries reader (resume.run_dir.read_summaries): a summary is a string
+    texts.write_text("".join(json.dumps(r | ({"summary": None} if r["_id"] == "d4" else {})) + "\n" for r in rows))
+    with pytest.raises(DataError, match=r"summaries.jsonl:5: \"summary\" is NoneType; expected a string"):
+        evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", texts=texts,
+                           out_dir=tmp_path / "eval3", encoder=HashEncoder())
     assert not (tmp_path / "eval3" / "metrics.json").exists()
     with pytest.raises(DataError, match="split 'dev' not found"):
         evaluate_retrieval(cfg, data_dir=beir_dir, split="dev", retriever="hash", out_dir=tmp_path / "e4",
                            encoder=HashEncoder())
 
 
-def test_evaluate_retrieval_approximate_index(beir_dir, tmp_path):
+class NoisyCopyEncoder:
+    """Documents: a random unit vector per text (seeded by its crc32, no ties). A query `near <doc text>`: that
+    document's vector plus noise, so each query has one clear nearest document and many close runners-up."""
+
+    dim = 32
+
+    def _vec(self, text: str) -> np.ndarray:
+        return np.random.default_rng(zlib.crc32(text.encode())).standard_normal(self.dim)
+
+    def _unit(self, rows) -> np.ndarray:
+        x = np.array(rows, dtype=np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def encode_docs(self, texts):
+        return self._unit([self._vec(t) for t in texts])
+
+    def encode_queries(self, texts):
+        return self._unit([self._vec(t.removeprefix("near ")) + 0.8 * self._vec(t) for t in texts])
+
+
+def test_evaluate_retrieval_approximate_index(tmp_path):
+    """`evaluate.index` reaches the index evaluate_retrieval builds: on 800 documents (16 IVF lists; ivf_nlist keeps
+    39+ documents per list) IVF probing one list misses some of flat's top 10, probing all 16 gives flat's run."""
     pytest.importorskip("resume.data")
-    for kind in ("ivf", "hnsw"):
+    d = tmp_path / "beir"
+    (d / "qrels").mkdir(parents=True)
+    docs = [f"document {i}" for i in range(800)]
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                            for i, t in enumerate(docs)))
+    (d / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"near {docs[i * 20]}"}) + "\n"
+                                             for i in range(40)))
+    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\td{i * 20}\t1\n" for i in range(40)))
+
+    def ranked(kind: str, **opts) -> tuple[dict, dict]:
         cfg = ResumeConfig()
-        cfg.evaluate.index, cfg.evaluate.k = kind, 10
-        m = evaluate_retrieval(cfg, data_dir=beir_dir, split="test", retriever="hash", out_dir=tmp_path / kind,
-                               encoder=HashEncoder())
-        assert m["mrr@10"] == 1.0
+        cfg.evaluate.index, cfg.evaluate.k, cfg.evaluate.gpu = kind, 10, False
+        for k, v in opts.items():
+            setattr(cfg.evaluate, k, v)
+        out = tmp_path / f"{kind}-{opts}"
+        m = evaluate_retrieval(cfg, data_dir=d, split="test", retriever="noisy", out_dir=out,
+                               encoder=NoisyCopyEncoder())
+        assert json.loads((out / "eval_info.json").read_text())["index"] == kind
+        run = read_trec_run(out / "run.trec")
+        return m, {q: sorted(hits, key=hits.get, reverse=True) for q, hits in run.items()}
+
+    m_flat, flat = ranked("flat")
+    m_one, one_list = ranked("ivf", nlist=16, nprobe=1)
+    m_all, all_lists = ranked("ivf", nlist=16, nprobe=16)
+    assert all_lists == flat and m_all == m_flat
+    missed = sum(len(set(flat[q]) - set(one_list[q])) for q in flat)
+    assert missed > 0, "IVF with one probed list returned flat's exact top 10: is the IVF index built at all?"
+    assert m_flat["mrr@10"] > 0.9  # the noisy copy finds its document
+    m_hnsw, hnsw = ranked("hnsw", hnsw_m=16, ef_search=64)
+    assert sum(len(set(flat[q]) & set(hnsw[q])) for q in flat) >= 0.8 * 10 * len(flat)
 
 
 def test_cli_evaluate_with_tiny_encoder(beir_dir, tmp_path, capsys):

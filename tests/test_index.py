@@ -9,16 +9,7 @@ from resume.config import EvalConfig
 from resume.errors import ResumeError
 from resume.index import DocIndex, build_index, ivf_nlist, load_index, save_index, search
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_faiss_thread():
-    """FAISS's OpenMP threads spin-wait; on a shared 2-core machine one thread is ~3x faster here."""
-    import faiss
-
-    n = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 def unit(x: np.ndarray) -> np.ndarray:

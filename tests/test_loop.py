@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -73,6 +74,97 @@ def test_all_systems_and_ablations_layout_and_sharing(beir, tmp_path):
     assert "paper MRR@10" in report and "w/o negative queries" in report and "S_2" in report
 
 
+def _received(fake: FakeStages, run: Path) -> dict[tuple[str, str], dict]:
+    """(stage, output path relative to the run dir) -> what that call received, paths made run-relative."""
+
+    def rel(v):
+        return Path(v).relative_to(run).as_posix() if isinstance(v, str) and v.startswith(f"{run}/") else v
+
+    return {(a["stage"], rel(a["out"])): {k: rel(v) for k, v in a.items()} for a in fake.args if "out" in a}
+
+
+def _expected_chain(root: str, T: int, *, f0: str = "f0", g0: str = "g0", adapt: bool = True,
+                    first_shared_from: str | None = None) -> dict[tuple[str, str], dict]:
+    """Algorithm 1 under `root`: f_t = GRPO(f_{t-1}, reward model g_{t-1}); S_t = f_t(corpus) (tokens counted
+    with g_{t-1}); g_t = fine-tune(g_{t-1}, S_t) on train; g_t over S_t on dev and test."""
+    p = f"{root}/" if root else ""
+    exp: dict[tuple[str, str], dict] = {}
+    f_prev, g_prev = f0, g0
+    for t in range(1, T + 1):
+        it = f"{p}iter_{t:02d}"
+        if first_shared_from is not None and t == 1:
+            f_t, s_t = f"{first_shared_from}/summarizer", f"{first_shared_from}/summaries.jsonl"
+        else:
+            f_t, s_t = f"{it}/summarizer", f"{it}/summaries.jsonl"
+            exp["grpo", f_t] = {"summarizer": f_prev, "retriever": g_prev}
+            exp["summarize", s_t] = {"model": f_t, "retriever": g_prev}
+        g_t = f"{it}/retriever" if adapt else g0
+        if adapt:
+            exp["finetune", g_t] = {"init": g_prev, "texts": s_t, "split": "train"}
+        exp["evaluate", f"{it}/eval"] = {"retriever": g_t, "texts": s_t, "split": "dev"}
+        exp["evaluate", f"{it}/eval_test"] = {"retriever": g_t, "texts": s_t, "split": "test"}
+        f_prev, g_prev = f_t, g_t
+    return exp
+
+
+def test_method_data_flow_every_stage_gets_the_models_of_algorithm_1(beir, tmp_path):
+    """Which summarizer, retriever, texts and reward config each stage receives, for three iterations of the
+    main loop, every system and every ablation (the chain of Algorithm 1, DESIGN §1)."""
+    fake = FakeStages()
+    T = 3
+    cfg = fake_cfg(beir, max_iterations=T, eps_reward=None, eps_metric=None, systems=ALL_SYSTEMS,
+                   ablations=ALL_ABLATIONS)
+    _run(cfg, tmp_path / "run", fake)
+    run = tmp_path / "run"
+    got = _received(fake, run)
+
+    exp = _expected_chain("", T)
+    # S_0 = f_0's summaries; the Fixed Summary, the Baseline and Non-iterative (g_0 over S_1) are scored with g_0
+    exp["summarize", "iter_00/summaries.jsonl"] = {"model": "f0", "retriever": "g0"}
+    exp["evaluate", "iter_00/eval_test"] = {"retriever": "g0", "texts": "iter_00/summaries.jsonl", "split": "test"}
+    exp["evaluate", "baseline/eval_test"] = {"retriever": "g0", "texts": "None", "split": "test"}
+    exp["evaluate", "non_iterative/eval_test"] = {"retriever": "g0", "texts": "iter_01/summaries.jsonl",
+                                                  "split": "test"}
+    # the full-doc control: g_0 fine-tuned on full documents, one round per iteration of the loop
+    for r in range(1, T + 1):
+        init = "g0" if r == 1 else f"full_doc_control/round_{r - 1:02d}/retriever"
+        exp["finetune", f"full_doc_control/round_{r:02d}/retriever"] = {"init": init, "texts": "None",
+                                                                        "split": "train"}
+    exp["evaluate", f"full_doc_control/round_{T:02d}/eval_test"] = {
+        "retriever": f"full_doc_control/round_{T:02d}/retriever", "texts": "None", "split": "test"}
+    # the ablations: each its own chain from f_0 and g_0; w/o retrieval adaptation keeps g_0 throughout and
+    # takes its iteration 1 (f_1, S_1) from the main loop
+    for name in ALL_ABLATIONS:
+        nra = name == "no_retrieval_adaptation"
+        exp |= _expected_chain(f"ablations/{name}", T, adapt=not nra, first_shared_from="iter_01" if nra else None)
+
+    for stage in ("grpo", "summarize", "finetune", "evaluate"):
+        keys = sorted(k for k in exp if k[0] == stage)
+        assert sorted(k for k in got if k[0] == stage) == keys, stage  # no call missing, none extra
+        for k in keys:
+            assert {f: got[k][f] for f in exp[k]} == exp[k], k
+
+    # the reward config GRPO trains with: the config's in the main loop and w/o retrieval adaptation; each
+    # reward ablation changes exactly its one field
+    base = dataclasses.asdict(cfg.reward)
+    assert base["use_negatives"] is True and base["discrete"] is True
+    changed = {"no_negative_queries": {"use_negatives": False}, "continuous_reward": {"discrete": False}}
+    for (stage, out), a in got.items():
+        if stage == "grpo":
+            name = out.split("/")[1] if out.startswith("ablations/") else "main"
+            assert a["reward"] == base | changed.get(name, {}), out
+    assert {out.split("/")[1] for (stage, out) in got if stage == "grpo" and out.startswith("ablations/")} == \
+        {"no_negative_queries", "continuous_reward", "no_retrieval_adaptation"}
+    # what the fake GRPO was given is also what results.json reports as f_t and g_t
+    res = json.loads((run / "results.json").read_text())
+    assert [(it["summarizer"], it["summaries"], it["retriever"]) for it in res["iterations"]] == [
+        (str(run / f"iter_{t:02d}/summarizer"), str(run / f"iter_{t:02d}/summaries.jsonl"),
+         str(run / f"iter_{t:02d}/retriever")) for t in range(1, T + 1)]
+    assert res["final"] == {"summarizer": str(run / f"iter_{T:02d}/summarizer"),
+                            "retriever": str(run / f"iter_{T:02d}/retriever")}
+    assert res["systems"]["non_iterative"]["dir"] == str(run / "non_iterative/eval_test")
+
+
 def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_path):
     """The systems beyond the paper and the OOD table: which model and which texts feed each evaluation."""
     ood = write_tiny_beir(tmp_path / "ood", n_docs=10)
@@ -86,11 +178,16 @@ def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_pat
     g2, s2 = str(run / "iter_02/retriever"), str(run / "iter_02/summaries.jsonl")
     lead = str(run / "lead/summaries.jsonl")
     # Iterative + fused: g_T over the documents and S_T, with the weight chosen on dev with g_T and S_T
-    assert ev["iterative_fused/eval_test"] | {"out": None} == {
+    assert ev["iterative_fused/eval_test"] | {"out": None, "encoder": None} == {
         "stage": "evaluate", "out": None, "retriever": g2, "texts": s2, "mode": "fused", "weight": 0.7,
-        "data": str(run / "data"), "split": "test"}
+        "data": str(run / "data"), "split": "test", "encoder": None}
     choose = [a for a in fake.args if a["stage"] == "choose_weight"]
     assert {(a["retriever"], a["texts"], a["split"]) for a in choose} == {(g2, s2, "dev"), ("g0", lead, "dev")}
+    # a fused system's weight choice and test evaluation share one encoder (each view encoded once)
+    by_texts = {a["texts"]: a["encoder"] for a in choose}
+    assert by_texts[s2] is not None and by_texts[s2] == ev["iterative_fused/eval_test"]["encoder"]
+    assert by_texts[lead] is not None and by_texts[lead] == ev["lead_fused/eval_test"]["encoder"]
+    assert ev["iter_02/eval_test"]["encoder"] is None  # the other systems: the stage loads its retriever
     # the lead control is g_0 over the leads, alone and fused
     assert (ev["lead/eval_test"]["retriever"], ev["lead/eval_test"]["texts"], ev["lead/eval_test"]["mode"]) == \
         ("g0", lead, "summary")
@@ -130,6 +227,54 @@ def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_pat
     for text in ("Iterative + fused", "Lead control + fused", "## Summary quality", "fixed-judge Δ (g_0)",
                  "The in-domain models on `ood`", "- Machine: "):
         assert text in report, text
+
+
+def test_fused_systems_encode_each_view_once_with_the_real_evaluation(beir, tmp_path, monkeypatch):
+    """With the real evaluate_retrieval / choose_fusion_weight (a bag-of-words encoder in place of the model),
+    a fused system encodes the documents once for its weight choice on dev and its test evaluation."""
+    import zlib
+
+    import numpy as np
+
+    from resume import evaluate
+
+    encoded: list[tuple[str, tuple[str, ...]]] = []
+
+    class Words:
+        def __init__(self, name: str):
+            self.name = name
+
+        def _emb(self, texts):
+            out = np.zeros((len(texts), 64), dtype=np.float32)
+            for i, t in enumerate(texts):
+                for w in t.lower().split():
+                    out[i, zlib.crc32(w.encode()) % 64] += 1.0
+            return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+        def encode_docs(self, texts):
+            encoded.append((self.name, tuple(texts)))
+            return self._emb(list(texts))
+
+        def encode_queries(self, texts):
+            return self._emb(list(texts))
+
+    monkeypatch.setattr(evaluate, "load_encoder", lambda cfg, retriever: Words(str(retriever)))
+    stages = FakeStages().stages()
+    stages.evaluate_retrieval = stages.choose_fusion_weight = None  # the real ones
+    cfg = fake_cfg(beir, max_iterations=1, eps_reward=None, eps_metric=None,
+                   systems=["baseline", "iterative", "iterative_fused", "lead", "lead_fused"])
+    out = run_loop(cfg, out_dir=tmp_path / "run", stages=stages, track=False, log=lambda s: None)
+    run = tmp_path / "run"
+    from resume.data import doc_text, load_beir
+
+    docs = tuple(doc_text(d) for d in load_beir(run / "data").corpus.values())
+    g1 = str(run / "iter_01" / "retriever")
+    assert encoded.count((g1, docs)) == 1  # iterative_fused: dev weight choice + test evaluation
+    assert encoded.count(("g0", docs)) == 2  # the Baseline once, lead_fused once for both of its stages
+    assert len([e for e in encoded if e[0] == g1]) == 4  # iter_01 dev, iter_01 test, the fused system's two views
+    res = json.loads((run / "results.json").read_text())
+    assert res["systems"]["iterative_fused"]["fusion"]["chosen_on"] == "dev"
+    assert set(out["metrics"]) == {"baseline", "iterative", "iterative_fused", "lead", "lead_fused"}
 
 
 def test_early_stop_on_metric_after_completing_the_iteration(beir, tmp_path):
@@ -264,6 +409,7 @@ def test_real_tiny_every_system_and_ablation(tiny_full):
               "iter_02/eval/metrics.json", "iter_02/eval/run.trec", "iter_02/eval_test/metrics.json",
               "report.md", "plots/metrics.png", "plots/reward.png", "full_doc_control/round_02/eval_test/run.trec"):
         assert (run / p).exists(), p
+    _assert_each_system_evaluated_the_right_retriever_and_texts(run, res, tiny_full["cfg"])
     # f_2 was trained from f_1 with g_1 as reward model; g_2 from g_1 on S_2 (the chain of Algorithm 1)
     assert res["iterations"][1]["retriever"].startswith(str(run / "iter_02" / "retriever"))
     assert all(it["grpo_steps"] == 2 and it["reward_mean"] is not None for it in res["iterations"])
@@ -288,6 +434,44 @@ def test_real_tiny_every_system_and_ablation(tiny_full):
     assert set(ood["systems"]) >= {"baseline", "fixed_summary", "iterative", "iterative_fused"}
     assert ood["systems"]["iterative_fused"]["fusion_weight"] == fw["weight"]
     assert "The in-domain models on `medline`" in report
+
+
+def _assert_each_system_evaluated_the_right_retriever_and_texts(run: Path, res: dict, cfg) -> None:
+    """Per system, the retriever and the texts its evaluation indexed (the eval dir's eval_info.json, written
+    by the real `evaluate_retrieval`): g_0 for Baseline, Fixed Summary, Non-iterative and the lead control; g_T
+    for Iterative; the control's last round; each ablation's own final retriever and summaries."""
+    g0 = cfg.retriever.model
+    g2 = res["iterations"][-1]["retriever"]
+    assert g2.startswith(str(run / "iter_02" / "retriever")) and g2 != g0
+    s = {t: str(run / f"iter_{t:02d}" / "summaries.jsonl") for t in (0, 1, 2)}
+    lead = str(run / "lead" / "summaries.jsonl")
+    expected = {"baseline": (g0, None), "fixed_summary": (g0, s[0]), "non_iterative": (g0, s[1]),
+                "iterative": (g2, s[2]), "iterative_fused": (g2, s[2]), "lead": (g0, lead), "lead_fused": (g0, lead),
+                "full_doc_control": (res["systems"]["full_doc_control"]["retriever"], None)}
+    assert set(expected) == set(res["systems"])
+    for name, (retriever, texts) in expected.items():
+        info = json.loads((Path(res["systems"][name]["dir"]) / "eval_info.json").read_text())
+        assert (info["retriever"], info["texts"], info["split"]) == (retriever, texts, "test"), name
+        assert info["mode"] == ("fused" if name.endswith("_fused") else "summary"), name
+    assert res["systems"]["full_doc_control"]["retriever"].startswith(
+        str(run / "full_doc_control" / "round_02" / "retriever"))
+    # the ablations: their own S_2 (w/o retrieval adaptation with g_0; the others with their own g_2)
+    for name, abl in res["ablations"].items():
+        last = abl["iterations"][-1]
+        info = json.loads((Path(last["dir"]) / "eval_test" / "eval_info.json").read_text())
+        own = run / "ablations" / name / "iter_02"
+        assert info["texts"] == str(own / "summaries.jsonl"), name
+        if name == "no_retrieval_adaptation":
+            assert info["retriever"] == g0
+        else:
+            assert info["retriever"] == last["retriever"] and last["retriever"].startswith(str(own / "retriever"))
+    # out of distribution: the in-domain models, over the OOD corpus summarised by f_0 and by f_T
+    ood = res["ood"]["systems"]
+    for name, (retriever, texts) in {"baseline": (g0, None), "iterative": (g2, "ood/iterative"),
+                                     "fixed_summary": (g0, "ood/fixed_summary")}.items():
+        info = json.loads((Path(ood[name]["dir"]) / "eval_info.json").read_text())
+        want_texts = None if texts is None else str(run / texts / "summaries.jsonl")
+        assert (info["retriever"], info["texts"], info["data_dir"]) == (retriever, want_texts, res["ood"]["path"])
 
 
 def test_real_tiny_early_stop_fires_with_a_huge_eps(tiny_full, tmp_path):
@@ -363,3 +547,25 @@ def test_one_run_per_run_dir_at_a_time(beir, tmp_path):
         with pytest.raises(ResumeError, match="in use by another"):
             _run(cfg, run, FakeStages())
     _run(cfg, run, FakeStages())  # released: runs
+
+
+def test_loop_takes_its_early_stop_decision_from_run_dir(beir, tmp_path, monkeypatch):
+    """`resume run` and the KFP should-continue task decide with the same function, resume.run_dir.early_stop
+    (tests/test_run_dir.py checks kfp_ops.continue_decision): replaced by a spy, it alone stops the loop."""
+    from resume import run_dir as rd
+
+    seen = []
+
+    def spy(**kw):
+        seen.append(kw)
+        return rd.StopDecision(len(seen) == 2, ("spy says stop",) if len(seen) == 2 else ())
+
+    monkeypatch.setattr(rd, "early_stop", spy)
+    cfg = fake_cfg(beir, max_iterations=4, eps_reward=0.5, eps_metric=None, systems=["iterative"])
+    _run(cfg, tmp_path / "run", FakeStages())
+    res = json.loads((tmp_path / "run/results.json").read_text())
+    assert res["stopped"] == {"iteration": 2, "reason": "spy says stop"} and len(res["iterations"]) == 2
+    # round 1's reward is 0.1 +- 0.01 over steps (mean 0.1), round 2's 0.3; no dev rule without eps_metric's S_0
+    assert [(s["prev_reward"], s["eps_reward"], s["eps_metric"]) for s in seen] == \
+        [(None, 0.5, None), (pytest.approx(0.1), 0.5, None)]
+    assert seen[1]["reward"] == pytest.approx(0.3)

@@ -167,6 +167,77 @@ def test_pipeline_parameters(rp):
         rp.build_pipeline(max_iterations=0)
 
 
+def _artifact_edges(spec: dict) -> dict[str, dict[str, tuple[str, str]]]:
+    """display name -> {artifact input: (producer's display name, output)} for every container task, each
+    input followed through the condition sub-DAGs (`componentInputArtifact`) to the task that produced it."""
+    dags = {"": spec["root"]["dag"], **{n: c["dag"] for n, c in spec["components"].items() if "dag" in c}}
+    runs_dag: dict[str, tuple[str, dict]] = {}  # sub-DAG component -> (DAG holding the task that runs it, task)
+    names: dict[str, str] = {}
+    for dname, dag in dags.items():
+        for key, task in dag["tasks"].items():
+            assert key not in names, f"task key {key} twice"
+            names[key] = task["taskInfo"]["name"]
+            if task["componentRef"]["name"] in dags:
+                runs_dag[task["componentRef"]["name"]] = (dname, task)
+
+    def producer(dname: str, src: dict) -> tuple[str, str]:
+        if "taskOutputArtifact" in src:
+            o = src["taskOutputArtifact"]
+            return names[o["producerTask"]], o["outputArtifactKey"]
+        outer, task = runs_dag[dname]
+        return producer(outer, task["inputs"]["artifacts"][src["componentInputArtifact"]])
+
+    return {names[key]: {i: producer(dname, src) for i, src in task.get("inputs", {}).get("artifacts", {}).items()}
+            for dname, dag in dags.items() for key, task in dag["tasks"].items()
+            if task["componentRef"]["name"] not in dags}
+
+
+def _expected_edges(T: int) -> dict[str, dict[str, tuple[str, str]]]:
+    """Algorithm 1 unrolled: iteration t+1 starts from iteration t's models (f_t and g_t), S_t comes from f_t,
+    g_t is fine-tuned from g_{t-1} on S_t and evaluated over S_t; iteration 1 starts from the config's f_0, g_0."""
+    cd = {"config": ("resolve-config", "config"), "data": ("resolve-config", "data")}
+    exp = {"resolve-config": {}, "baseline-evaluate-test": dict(cd), "summarize-corpus-iter0": dict(cd),
+           "evaluate-dev-iter0": cd | {"summaries": ("summarize-corpus-iter0", "summaries")},
+           "fixed-summary-evaluate-test": cd | {"summaries": ("summarize-corpus-iter0", "summaries")}}
+    for t in range(1, T + 1):
+        f, s, g = (f"grpo-train-iter{t}", "model"), (f"summarize-corpus-iter{t}", "summaries"), \
+            (f"retriever-finetune-iter{t}", "model")
+        prev = {"summarizer_in": (f"grpo-train-iter{t - 1}", "model"),
+                "retriever_in": (f"retriever-finetune-iter{t - 1}", "model")} if t > 1 else {}
+        g_prev = {k: v for k, v in prev.items() if k == "retriever_in"}
+        exp[f"grpo-train-iter{t}"] = cd | prev
+        exp[f"summarize-corpus-iter{t}"] = cd | g_prev | {"summarizer_in": f}
+        exp[f"retriever-finetune-iter{t}"] = cd | g_prev | {"summaries": s}
+        for split in ("dev", "test"):
+            exp[f"evaluate-{split}-iter{t}"] = cd | {"retriever_in": g, "summaries": s}
+        exp[f"register-model-iter{t}"] = cd | {
+            "summarizer": f, "retriever": g, "summaries": s, "eval_test": (f"evaluate-test-iter{t}", "eval_dir"),
+            "eval_dev": (f"evaluate-dev-iter{t}", "eval_dir"), "grpo_metrics": (f"grpo-train-iter{t}", "metrics"),
+            "baseline_eval": ("baseline-evaluate-test", "eval_dir"),
+            "fixed_summary_eval": ("fixed-summary-evaluate-test", "eval_dir")}
+        if t < T:
+            exp[f"should-continue-iter{t}"] = {
+                "config": cd["config"], "grpo_metrics": (f"grpo-train-iter{t}", "metrics"),
+                "eval_metrics": (f"evaluate-dev-iter{t}", "metrics"),
+                "prev_eval_metrics": (f"evaluate-dev-iter{t - 1}", "metrics"),
+                **({"prev_grpo_metrics": (f"grpo-train-iter{t - 1}", "metrics")} if t > 1 else {})}
+    return exp
+
+
+@pytest.mark.parametrize("source", ["committed", "compiled-4"])
+def test_artifact_edges_chain_the_iterations(rp, tmp_path, source):
+    """Which artifact feeds which task: iteration t+1 consumes iteration t's summarizer and retriever, and
+    every evaluation, decision and registration reads the iteration it belongs to. Checked on the committed
+    YAML (what is deployed) and on a fresh compile with four unrolled iterations (what the code builds)."""
+    T = rp.MAX_ITERATIONS if source == "committed" else 4
+    path = COMPILED if source == "committed" else rp.compile_pipeline(tmp_path / "p.yaml", max_iterations=T)
+    got = _artifact_edges(_spec(path))
+    exp = _expected_edges(T)
+    assert sorted(got) == sorted(exp)
+    for task in sorted(exp):
+        assert got[task] == exp[task], task
+
+
 def test_components_import_only_stdlib_and_kfp_at_top():
     import ast
 

@@ -62,3 +62,29 @@ def test_relative_change_and_ood_table(run_dir):
     assert "| Baseline (full documents, g_0) | 0.500 | 0.300 | 0.290 | +0.0% | 0.501 | 0.305 | 0.290 | +0.0% |" in text
     assert "| Iterative (S_T from f_T, g_T) | 0.550 | 0.330 | 0.300 | +10.0% | 0.535 | 0.329 | 0.303 | +6.8% |" in text
     assert PAPER["iterative"][0] == 0.301
+
+
+def test_significance_table_from_per_query_files(run_dir):
+    """The paired tests of Iterative against each system, from the eval dirs' per_query.json (the fakes write
+    per-query values -a, +a, 0 around the system's metric, a = 0.05 + 0.02 (t + 1) for S_t's texts)."""
+    text = write_report(run_dir).read_text()
+    assert "Paired tests of Iterative against each system on the test queries" in text
+    # Iterative (S_2: 0.31 ± 0.11) vs Fixed Summary (S_0: 0.21 ± 0.07): d = (+0.06, +0.14, +0.10), mean 0.10, sd 0.04,
+    # t = 4.33 on 2 df -> p = 0.049; of the 8 sign flips only all-plus and all-minus reach |mean| 0.10 -> 0.250
+    assert "| Fixed Summary | 3 | 0.100 | 0.049 | 0.250 | 0.100 | 0.049 | 0.250 |" in text
+    # vs Baseline (documents: 0.31 ± 0.05): d = (-0.06, +0.06, 0), mean 0 -> p = 1 on both tests
+    assert "| Baseline | 3 | 0.000 | 1.000 | 1.000 | 0.000 | 1.000 | 1.000 |" in text
+    assert "| Non-iterative | 3 | 0.050 | 0.049 | 0.250 |" in text and "| Full-doc control | 3 | -0.020 |" in text
+
+
+def test_significance_skips_what_has_no_per_query_file(run_dir, tmp_path):
+    from resume.report import _significance
+
+    results = json.loads((run_dir / "results.json").read_text())
+    systems = results["systems"]
+    assert sorted(r[0] for r in _significance(systems)) == ["Baseline", "Fixed Summary", "Full-doc control",
+                                                            "Non-iterative"]
+    gone = {**systems, "baseline": {**systems["baseline"], "dir": str(tmp_path / "nowhere")}}
+    assert sorted(r[0] for r in _significance(gone)) == ["Fixed Summary", "Full-doc control", "Non-iterative"]
+    assert _significance({**systems, "iterative": {**systems["iterative"], "dir": str(tmp_path)}}) == []
+    assert _significance(systems, ref="iterative_fused") == []  # no such system in this run

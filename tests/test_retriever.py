@@ -161,9 +161,13 @@ def test_load_texts_and_training_pairs(tmp_path):
     summaries = tmp_path / "summaries.jsonl"
     summaries.write_text("\n".join(json.dumps({"_id": d, "summary": f"sum {d}", "n_tokens": 2})
                                    for d in ("a", "c", "zzz")) + "\n")
+    with pytest.raises(DataError, match=r"2 of 4 corpus documents have no summary \(e.g. \['b', 'd'\]\)"):
+        R.load_texts(ds, summaries)  # the one policy of every summaries reader (resume.run_dir.corpus_summaries)
+    summaries.write_text("\n".join(json.dumps({"_id": d, "summary": f"sum {d}", "n_tokens": 2})
+                                   for d in ("a", "b", "c", "d", "zzz")) + "\n")
     texts = R.load_texts(ds, summaries)
-    assert texts == {"a": "sum a", "c": "sum c"}  # unknown ids ignored, documents without a summary left out
-    assert R.training_pairs(ds, "train", texts) == [("one", "sum a"), ("two", "sum c")]
+    assert texts == {"a": "sum a", "b": "sum b", "c": "sum c", "d": "sum d"}  # unknown ids ignored
+    assert R.training_pairs(ds, "train", texts) == [("one", "sum a"), ("two", "sum c"), ("two", "sum d")]
     with pytest.raises(DataError, match="no qrels for split"):
         R.training_pairs(ds, "dev", texts)
     summaries.write_text('{"_id": "a", "summary": null}\n')

@@ -66,8 +66,9 @@ def library(bundle_dir):
 
 @pytest.fixture(scope="module")
 def server(bundle_dir):
+    """The default service (no --allow-add, no model repository), gRPC on 127.0.0.1 too."""
     srv = ServerProcess(["serve", "retriever", "--model", str(bundle_dir), "--device", "cpu", "--max-k", str(MAX_K),
-                         "--max-body-bytes", str(MAX_BODY), "--no-access-log"])
+                         "--max-body-bytes", str(MAX_BODY), "--no-access-log"], grpc=True)
     with srv:
         yield srv
 
@@ -133,17 +134,25 @@ def test_bundle_from_run_dir_and_bad_input(tmp_path, bundle_dir, texts):
 # -------------------------------------------------------------------------------------- micro-batcher
 
 
-def test_micro_batcher_batches_and_survives_errors():
-    from resume.serving.batching import MicroBatcher
-
-    calls: list[list[int]] = []
+def _times_ten(calls: list[list[int]], error: Exception, delay: float = 0.0):
+    """A batch function for `MicroBatcher`: records each batch in `calls`, raises `error` for a batch that
+    holds -1, else returns i * 10 per item (after `delay` seconds)."""
 
     def fn(items):
         calls.append(list(items))
         if -1 in items:
-            raise ValueError("boom")
-        time.sleep(0.01)
+            raise error
+        time.sleep(delay)
         return [i * 10 for i in items]
+
+    return fn
+
+
+def test_micro_batcher_batches_and_survives_errors():
+    from resume.serving.batching import MicroBatcher
+
+    calls: list[list[int]] = []
+    fn = _times_ten(calls, ValueError("boom"), delay=0.01)
 
     async def main(max_bs):
         b = MicroBatcher(fn, max_batch_size=max_bs, max_wait_ms=5)
@@ -160,6 +169,25 @@ def test_micro_batcher_batches_and_survives_errors():
     calls.clear()
     res, _, b = asyncio.run(main(1))
     assert res == [i * 10 for i in range(20)] and all(len(c) == 1 for c in calls)
+
+
+def test_micro_batcher_one_bad_item_fails_alone():
+    """A batch that fails is retried item by item: only the item that fails by itself gets the error."""
+    from resume.serving.batching import MicroBatcher
+
+    calls: list[list[int]] = []
+    fn = _times_ten(calls, TypeError("bad item"))
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=8, max_wait_ms=20)
+        res = await asyncio.gather(*(b.submit(i) for i in [1, 2, -1, 3]), return_exceptions=True)
+        b.close()
+        return res
+
+    res = asyncio.run(main())
+    assert res[:2] == [10, 20] and res[3] == 30, res
+    assert isinstance(res[2], TypeError) and "bad item" in str(res[2])
+    assert calls == [[1, 2, -1, 3], [1], [2], [-1], [3]]  # one batch, then each item alone
 
 
 def test_serving_dtype_override(bundle_dir, library, queries):
@@ -344,26 +372,210 @@ def test_server_bad_requests_other(server, queries):
     assert r.status_code == 200 and len(r.json()["predictions"][0]["doc_ids"]) == 2
 
 
-def test_server_add_documents(server):
-    url = server.url
-    text = "magnetohydrodynamic scramjet inlet unstart under ablation"
-    r = httpx.post(f"{url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "new-1", "text": text}]},
-                   timeout=30)
-    assert r.status_code == 200, r.text
-    p = r.json()["predictions"][0]
-    assert p["_id"] == "new-1" and p["summary"] == text and p["summarized"] is False and p["n_docs"] == N_DOCS + 1
-    top = _predict(url, {"instances": [{"query": text, "k": 1}]}).json()["predictions"][0]
-    assert top["doc_ids"] == ["new-1"] and top["summaries"] == [text]
-    r = httpx.post(f"{url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "new-1", "text": "again"}]})
-    assert r.status_code == 400 and "already indexed" in r.json()["error"]
-    r = httpx.post(f"{url}/v1/models/{NAME}-add:predict", json={"instances": [{"_id": "new-2"}]})
-    assert r.status_code == 400 and "missing field 'text'" in r.json()["error"]
-    r = httpx.post(f"{url}/v2/models/{NAME}-add/infer", timeout=30, json={"inputs": [
-        {"name": "_id", "datatype": "BYTES", "shape": [1], "data": ["new-3"]},
-        {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["cryogenic propellant sloshing"]}]})
-    assert r.status_code == 200, r.text
-    top = _predict(url, {"instances": [{"query": "cryogenic propellant sloshing", "k": 1}]}).json()
-    assert top["predictions"][0]["doc_ids"] == ["new-3"]
+def _grpc_query(pb, name: str, queries: list, k: int = 3):
+    """A v2 ModelInferRequest of BYTES queries (str, or raw bytes to send as they are)."""
+    return pb.ModelInferRequest(model_name=name, inputs=[pb.ModelInferRequest.InferInputTensor(
+        name="query", datatype="BYTES", shape=[len(queries)],
+        contents=pb.InferTensorContents(bytes_contents=[q if isinstance(q, bytes) else q.encode() for q in queries]))],
+        parameters={"k": pb.InferParameter(int64_param=k)})
+
+
+SURROGATE_V1 = b'{"instances": [{"query": "\\ud800 x", "k": 3}]}'  # a JSON escape of a lone surrogate
+SURROGATE_V2 = b'{"inputs": [{"name": "query", "datatype": "BYTES", "shape": [2], "data": ["lift", "\\ud800 x"]}]}'
+
+
+def test_one_client_cannot_break_the_server(server, library, queries):
+    """Concurrent clients on 127.0.0.1: good v1 / v2 / gRPC queries mixed with every bad kind (lone surrogates
+    in v1 and v2, repository unload/load over REST and gRPC, adds without --allow-add, the malformed bodies
+    of BAD_V1): no good request fails, every bad one gets a 4xx (gRPC: its client-error code), the model
+    stays loaded and live, and the client errors are logged as one line each, with no traceback."""
+    import grpc
+
+    expected = {q: [d for d, _ in row] for q, row in zip(queries, _lib_search(library, queries, 3))}
+    url, name = server.url, NAME
+    json_ct, text_ct = {"content-type": "application/json"}, {"content-type": "text/plain"}
+    v2_add = {"inputs": [{"name": "_id", "datatype": "BYTES", "shape": [1], "data": ["../../etc/passwd"]},
+                         {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["x"]}]}
+    # (method, path, kwargs, expected status)
+    bad_http = [
+        ("POST", f"/v1/models/{name}:predict", {"content": SURROGATE_V1, "headers": json_ct}, 400),
+        ("POST", f"/v1/models/{name}:predict", {"content": SURROGATE_V1, "headers": text_ct}, 400),
+        ("POST", f"/v2/models/{name}/infer", {"content": SURROGATE_V2, "headers": json_ct}, 400),
+        ("POST", f"/v2/repository/models/{name}/unload", {}, 403),
+        ("POST", f"/v2/repository/models/{name}/load", {}, 403),
+        ("POST", f"/v1/models/{name}-add:predict", {"json": {"instances": [{"_id": "../../etc/passwd",
+                                                                          "text": "x"}]}}, 404),
+        ("POST", f"/v2/models/{name}-add/infer", {"json": v2_add}, 404),
+        *[("POST", f"/v1/models/{name}:predict", {"json": body}, status) for body, status, _ in BAD_V1],
+    ]
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    bad_grpc = [  # (method, request, expected code)
+        ("RepositoryModelUnload", pb.RepositoryModelUnloadRequest(model_name=name), grpc.StatusCode.PERMISSION_DENIED),
+        ("RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name=name), grpc.StatusCode.PERMISSION_DENIED),
+        ("ModelInfer", _grpc_query(pb, name, ["lift", b"\xed\xa0\x80 x"]), grpc.StatusCode.INVALID_ARGUMENT),
+        ("ModelInfer", _grpc_query(pb, f"{name}-add", ["x"]), grpc.StatusCode.NOT_FOUND),
+    ]
+    good: list[tuple[str, bool]] = []
+    bad: list[tuple[str, object, object]] = []
+    rounds = 6
+
+    async def good_client(c: httpx.AsyncClient, stub, offset: int):
+        for i in range(rounds * 4):
+            q = queries[(i + offset) % len(queries)]
+            kind = ("v1", "v2", "grpc")[(i + offset) % 3]
+            try:
+                if kind == "v1":
+                    r = await c.post(f"/v1/models/{name}:predict", json={"instances": [{"query": q, "k": 3}]})
+                    ok = r.status_code == 200 and r.json()["predictions"][0]["doc_ids"] == expected[q]
+                elif kind == "v2":
+                    r = await c.post(f"/v2/models/{name}/infer", json={"inputs": [
+                        {"name": "query", "datatype": "BYTES", "shape": [1], "data": [q]}], "parameters": {"k": 3}})
+                    ok = r.status_code == 200 and r.json()["outputs"][0]["data"] == expected[q]
+                else:
+                    resp = await stub.ModelInfer(_grpc_query(pb, name, [q]), timeout=20)
+                    ok = [x.decode() for x in resp.outputs[0].contents.bytes_contents] == expected[q]
+            except (httpx.HTTPError, grpc.RpcError) as e:
+                ok = False
+                kind = f"{kind}: {e!r}"
+            good.append((kind, ok))
+
+    async def bad_client(c: httpx.AsyncClient, stub):
+        for _ in range(rounds):
+            for method, path, kw, status in bad_http:
+                try:
+                    r = await c.request(method, path, **kw)
+                    bad.append((path, status, r.status_code))
+                except httpx.HTTPError as e:
+                    bad.append((path, status, repr(e)))
+            for method, req, code in bad_grpc:
+                try:
+                    await getattr(stub, method)(req, timeout=20)
+                    bad.append((method, code, "OK"))
+                except grpc.RpcError as e:
+                    bad.append((method, code, e.code()))
+
+    async def main():  # the gRPC channel belongs to this event loop
+        async with grpc.aio.insecure_channel(server.grpc_target) as channel, \
+                httpx.AsyncClient(base_url=url, timeout=60) as c:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            await asyncio.gather(*(good_client(c, stub, i) for i in range(6)), *(bad_client(c, stub) for _ in range(3)))
+
+    asyncio.run(main())
+    failed = [g for g in good if not g[1]]
+    assert len(good) == 6 * rounds * 4 and not failed, failed[:5]
+    wrong = [b for b in bad if b[1] != b[2]]
+    assert len(bad) == 3 * rounds * (len(bad_http) + len(bad_grpc)) and not wrong, wrong[:5]
+    # still loaded, ready and live; liveness would say otherwise (see test_run_dir_server_...)
+    assert httpx.get(f"{url}/v2/models/{name}/ready").status_code == 200
+    assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
+    r = _predict(url, {"instances": [{"query": queries[0], "k": 3}]})
+    assert r.status_code == 200 and r.json()["predictions"][0]["doc_ids"] == expected[queries[0]]
+    # the messages name the problem
+    r = httpx.post(f"{url}/v2/models/{name}/infer", content=SURROGATE_V2, headers=json_ct)
+    assert "query[1]: not valid Unicode text: a lone surrogate" in r.json()["error"]
+    r = httpx.post(f"{url}/v2/repository/models/{name}/unload")
+    assert "--enable-model-repository" in r.json()["error"]
+    # client errors: one WARNING line each, no traceback in the log; gRPC listens where --host says
+    log = server.log()
+    assert f"Starting gRPC server on 127.0.0.1:{server.grpc_port} " in log
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    assert log.count("-> 400: ") >= 3 * rounds * 3 and "PermissionDenied" in log
+
+
+def test_run_dir_server_adds_cap_liveness_and_cleanup(tmp_path, bundle_dir):
+    """`--allow-add` turns the add model on, with `--max-added-docs` as its cap and ids checked; with
+    `--enable-model-repository` an unload is possible, and liveness then fails (the kubelet restarts the
+    pod). The run directory's bundle lives in a `resume-bundle-*` temporary directory that is gone once
+    the server has stopped."""
+    run = _fused_run(tmp_path / "run", bundle_dir)
+    tmp = tmp_path / "tmp"  # the server's own temp directory, so other processes' files do not count
+    tmp.mkdir()
+    with ServerProcess(["serve", "retriever", "--model", str(run), "--device", "cpu", "--no-access-log",
+                        "--allow-add", "--max-added-docs", "2", "--enable-model-repository"],
+                       env={"TMPDIR": str(tmp)}) as srv:
+        assert [p.name.startswith("resume-bundle-") for p in tmp.iterdir()] == [True]  # the start-up bundle
+        url = srv.url
+        add = f"{url}/v1/models/{NAME}-add:predict"
+        text = "magnetohydrodynamic scramjet inlet unstart under ablation"
+        r = httpx.post(add, json={"instances": [{"_id": "new-1", "text": text}]}, timeout=30)
+        assert r.status_code == 200, r.text
+        p = r.json()["predictions"][0]
+        assert p["_id"] == "new-1" and p["summary"] == text and p["summarized"] is False and p["n_docs"] == 13
+        top = _predict(url, {"instances": [{"query": text, "k": 1}]}).json()["predictions"][0]
+        assert top["doc_ids"] == ["new-1"] and top["summaries"] == [text]
+        for doc, msg in [({"_id": "new-1", "text": "again"}, "already indexed"),
+                         ({"_id": "new-2"}, "missing field 'text'"),
+                         ({"_id": "../../etc/passwd", "text": "x"}, "is not a document id"),
+                         ({"_id": "a b", "text": "x"}, "no spaces, slashes or control characters"),
+                         ({"_id": "ok", "text": "\ud800"}, "lone surrogate")]:
+            # ASCII JSON (\ud800 escaped); as text/plain it is parsed by the predictor, whose checks answer
+            r = httpx.post(add, content=json.dumps({"instances": [doc]}), timeout=30,
+                           headers={"content-type": "text/plain"})
+            assert r.status_code == 400 and msg in r.json()["error"], (doc, r.text)
+        r = httpx.post(f"{url}/v2/models/{NAME}-add/infer", timeout=30, json={"inputs": [
+            {"name": "_id", "datatype": "BYTES", "shape": [1], "data": ["new-3"]},
+            {"name": "text", "datatype": "BYTES", "shape": [1], "data": ["cryogenic propellant sloshing"]}]})
+        assert r.status_code == 200, r.text
+        top = _predict(url, {"instances": [{"query": "cryogenic propellant sloshing", "k": 1}]}).json()
+        assert top["predictions"][0]["doc_ids"] == ["new-3"]
+        r = httpx.post(add, json={"instances": [{"_id": "new-4", "text": "one too many"}]}, timeout=30)
+        assert r.status_code == 400 and "at most 2 added documents (--max-added-docs)" in r.json()["error"]
+        # the model repository extension, asked for: an unload works, and liveness reports it
+        assert httpx.get(f"{url}/v2/health/live").status_code == 200
+        r = httpx.post(f"{url}/v2/repository/models/{NAME}/unload", timeout=30)
+        assert r.status_code == 200, r.text
+        assert _predict(url, {"instances": ["lift"]}).status_code == 404
+        assert httpx.get(f"{url}/v2/health/live").status_code == 503
+        assert "WARNING" in srv.log() and "Traceback" not in srv.log().split("unload")[0]
+    assert srv.proc.returncode is not None
+    assert not list(tmp.iterdir()), list(tmp.iterdir())  # no resume-bundle-* left
+
+
+def test_failed_start_leaves_no_bundle_directory(tmp_path, bundle_dir, monkeypatch):
+    """A run directory whose bundling fails (its encoder cannot be read) leaves no temporary directory,
+    whether `resolve_retriever_source` makes it or `RetrieverModel.load` does."""
+    import tempfile
+
+    from resume.errors import ResumeError
+    from resume.serving.loading import resolve_retriever_source
+    from resume.serving.retriever import RetrieverModel
+
+    run = _fused_run(tmp_path / "run", bundle_dir)
+    (run / "iter_01" / "retriever" / "model" / "config.json").write_text("{not json")
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with pytest.raises((ResumeError, OSError, ValueError)):
+        resolve_retriever_source(run)
+    assert not list(tmp.iterdir())
+    with pytest.raises((ResumeError, OSError, ValueError)):
+        RetrieverModel("r", str(run), device="cpu").load()
+    assert not list(tmp.iterdir())
+
+
+def test_grpc_address_follows_host():
+    from resume.serving.server import grpc_address
+
+    assert grpc_address(None, 8081) == "[::]:8081"  # kserve's default: every interface
+    assert grpc_address("127.0.0.1", 8081) == "127.0.0.1:8081"
+    assert grpc_address("::1", 9) == "[::1]:9" and grpc_address("[::1]", 9) == "[::1]:9"
+
+
+def test_bundle_paths_stay_inside_the_bundle(tmp_path, bundle_dir):
+    import shutil
+
+    from resume.errors import ModelError
+
+    for field, value in [("retriever", {"dir": "../outside"}), ("index", {"dir": "/etc"}), ("docs", "../../x.jsonl")]:
+        b = tmp_path / f"b-{field}"
+        shutil.copytree(bundle_dir, b)
+        meta = json.loads((b / "bundle.json").read_text())
+        meta[field] = {**meta[field], **value} if isinstance(value, dict) else value
+        (b / "bundle.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match="points outside the bundle"):
+            load_bundle(b, device="cpu")
 
 
 # ------------------------------------------------------------------------------------ MLflow registry
@@ -506,7 +718,7 @@ def test_retriever_adds_are_summarised(bundle_dir, tiny_cfg):
     async def run():
         added = await m.add_model().predict({"instances": [{"_id": "s-1", "text": "supersonic inlet buzz"}]})
         expect = (await gen.summarize(["supersonic inlet buzz"]))[0]["summary"]
-        hits = await m.predict({"instances": [{"query": expect or "x", "k": m.n_docs}]})
+        hits = await m.predict({"instances": [{"query": expect or "x", "k": 1}]})
         m.stop()
         gen.close()
         return added, expect, hits
@@ -669,7 +881,6 @@ def no_model_loads(monkeypatch):
 
 
 def test_run_dir_serves_its_fused_index(tmp_path, bundle_dir):
-    import shutil
 
     from resume.errors import ConfigError
     from resume.serving.loading import resolve_retriever_source
@@ -687,7 +898,7 @@ def test_run_dir_serves_its_fused_index(tmp_path, bundle_dir):
         assert m.bundle.texts[3] == "summary 3"
     finally:
         m.stop()
-        shutil.rmtree(m.bundle.path.parent)  # the start-up bundle's temporary directory
+    assert not m.bundle.path.parent.exists()  # the start-up bundle's temporary directory went with stop()
     # --fusion-weight overrides the run's; bundle.json records it
     out = bundle_from_run_dir(run, tmp_path / "b", mode="fused", fusion_weight=0.8)
     meta = read_bundle_meta(out)
@@ -731,3 +942,42 @@ def test_serve_index_mode_checks_before_loading(tmp_path, bundle_dir, capsys, no
                                                    "fused")
     with pytest.raises(SystemExit):
         _serve_error(capsys, "retriever", "--model", str(run), "--index-mode", "both")
+
+
+# ------------------------------------------------------------------------------------ the shipped manifests
+
+
+def test_kserve_manifests_are_hardened():
+    """Every InferenceService runs under the Pod Security Standard "restricted" (non-root, no privilege
+    escalation, all capabilities dropped, the RuntimeDefault seccomp profile), the project image with a
+    read-only root file system and writable emptyDirs; the retriever is read-only (no add model) with
+    kserve's model repository extension off. Container security contexts pass the Kubernetes schema."""
+    import kubernetes_validate
+    import yaml
+
+    from resume.cli import build_parser
+
+    docs = [(p.name, d) for p in sorted((Path(__file__).parents[1] / "manifests" / "kserve").glob("*.yaml"))
+            for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d and d["kind"] == "InferenceService"]
+    assert len(docs) == 3
+    for where, doc in docs:
+        pred = doc["spec"]["predictor"]
+        pod = pred["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        container = pred["containers"][0] if "containers" in pred else pred["model"]
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}, where
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "securityContext": pod, "volumes": pred.get("volumes", []), "containers": [
+                {"name": "c", "image": "x", "securityContext": sc, "volumeMounts": container.get("volumeMounts", [])}]}},
+            "1.30.0", strict=True)
+        if "containers" in pred:  # the project image: nothing writable but the emptyDirs
+            assert sc["readOnlyRootFilesystem"] is True, where
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in pred["volumes"]}
+            assert {"/tmp", "/home/resume/.cache"} <= set(mounts), where
+            assert all("emptyDir" in volumes[n] for n in mounts.values()), where
+            args = build_parser().parse_args(container["args"])
+            assert args.enable_model_repository is False, where
+            if args.kind == "retriever":
+                assert args.read_only is True and args.allow_add is False, where

@@ -62,6 +62,7 @@ def should_continue(
 ) -> bool:
     """True when iteration `iteration + 1` should run (kfp_ops.continue_decision, LoopConfig's rule)."""
     from resume import kfp_ops
+    from resume.run_dir import PRIMARY_METRIC
 
     cfg = kfp_ops.load_config_file(config.path)
     cur_g, prev_g = kfp_ops.read_metrics(grpo_metrics), kfp_ops.read_metrics(prev_grpo_metrics)
@@ -69,7 +70,7 @@ def should_continue(
     ok, why = kfp_ops.continue_decision(
         iteration=iteration, max_iterations=cfg.loop.max_iterations,
         reward=cur_g.get("reward_mean"), prev_reward=prev_g.get("reward_mean"),
-        metric=cur_e.get(kfp_ops.PRIMARY_METRIC), prev_metric=prev_e.get(kfp_ops.PRIMARY_METRIC),
+        metric=cur_e.get(PRIMARY_METRIC), prev_metric=prev_e.get(PRIMARY_METRIC),
         eps_reward=cfg.loop.eps_reward, eps_metric=cfg.loop.eps_metric)
     print(f"iteration {iteration}: {'continue' if ok else 'stop'} ({why})")
     with kfp_ops.child_run(parent_run_id, f"should-continue-iter{iteration:02d}", cfg.tracking.experiment,

@@ -25,7 +25,7 @@ def evaluate(
     iteration: int = 0,
     parent_run_id: str = "",
 ) -> float:
-    """Evaluate a retriever over documents or summaries; returns MRR@10.
+    """Evaluate a retriever over documents or summaries; returns the primary metric (MRR@10).
 
     Args:
         config: resolved run config (YAML).
@@ -39,6 +39,7 @@ def evaluate(
         parent_run_id: MLflow parent run ('' = none).
     """
     from resume import kfp_ops
+    from resume.run_dir import PRIMARY_METRIC
 
     cfg = kfp_ops.stage_config(config.path, data.path)
     retriever = (kfp_ops.model_path(retriever_in.path, retriever_in.metadata) if retriever_in
@@ -54,7 +55,7 @@ def evaluate(
                                     texts=summaries.path if summaries else None, out_dir=eval_dir.path)
         kfp_ops.log_metrics(ml, values, step=iteration)
         kfp_ops.write_metrics(metrics, values)
-    return float(values[kfp_ops.PRIMARY_METRIC])
+    return float(values[PRIMARY_METRIC])
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ def grpo_train(
         parent_run_id: MLflow parent run of the pipeline run ('' = no parent).
     """
     from resume import kfp_ops, ray_jobs
+    from resume.run_dir import mean_reward, read_reward_log
 
     cfg = kfp_ops.stage_config(config.path, data.path)
     summarizer = (kfp_ops.model_path(summarizer_in.path, summarizer_in.metadata) if summarizer_in
@@ -67,10 +68,10 @@ def grpo_train(
             returned = train(cfg, data_dir=cfg.data.path, summarizer=summarizer, retriever=retriever,
                              out_dir=model.path)
         kfp_ops.record_model_dir(model, returned)
-        rows = kfp_ops.read_reward_log(model.path)
+        rows = read_reward_log(model.path)
         for i, row in enumerate(rows):
             kfp_ops.log_metrics(ml, row, step=int(row.get("step", i)))
-        mean = kfp_ops.reward_mean(rows)
+        mean = mean_reward(rows)
         values = {"steps": len(rows), "iteration": iteration}
         if mean is not None:
             values["reward_mean"] = mean

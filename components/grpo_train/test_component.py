@@ -13,16 +13,17 @@ from components.grpo_train.component import grpo_train
 from resume import kfp_ops, ray_jobs
 from resume.cli import build_parser
 from resume.errors import ResumeError
+from resume.run_dir import mean_reward, read_reward_log
 
 
 def test_round_writes_model_reward_log_and_metrics(trained):
     m = trained["summarizer"]
     model_dir = Path(kfp_ops.model_path(m.path, m.metadata))
     assert (model_dir / "config.json").is_file()
-    rows = kfp_ops.read_reward_log(m.path)
+    rows = read_reward_log(m.path)
     assert rows, "reward_log.jsonl per GRPO step"
     values = json.loads(Path(trained["grpo_metrics"].path).read_text())
-    assert values["steps"] == len(rows) and values["reward_mean"] == pytest.approx(kfp_ops.reward_mean(rows))
+    assert values["steps"] == len(rows) and values["reward_mean"] == pytest.approx(mean_reward(rows))
     assert trained["grpo_metrics"].metadata["reward_mean"] == pytest.approx(values["reward_mean"])
 
 

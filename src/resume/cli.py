@@ -5,8 +5,10 @@
     resume evaluate --texts S.jsonl --mode fused --choose-weight-on dev --split test --out runs/fused
     resume run --config configs/demo.yaml --out runs/demo
 
-User errors (bad config, malformed data, unknown model) print one line `error: ...` and exit with 2.
-Heavy libraries are imported inside the handlers, so `resume --help` is instant.
+User errors (bad config, malformed data, unknown model, an output location that cannot be written, a file
+that cannot be read or is not UTF-8 text) print one line `error: ...` and exit with 2. Output locations
+(`--out` and friends) are checked before any work starts (`resume.io.check_output`). Heavy libraries are
+imported inside the handlers, so `resume --help` is instant.
 """
 
 from __future__ import annotations
@@ -84,11 +86,25 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------------- stages
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
     from resume.evaluate import compute_metrics, read_qrels_any, read_trec_run
 
-    metrics = compute_metrics(read_qrels_any(args.qrels), read_trec_run(args.run))
-    print(json.dumps(metrics, indent=2))
+    conflicts: list[tuple[int, str, str, int, int]] = []
+    qrels = read_qrels_any(args.qrels, conflicts=conflicts)
+    run = read_trec_run(args.run)
+    if conflicts:
+        line, qid, did, old, new = conflicts[0]
+        _warn(f"{args.qrels}: {len(conflicts)} conflicting judgement(s) of the same query and document; the last "
+              f"one is kept (first at line {line}: query {qid}, document {did}: grade {old}, then {new})")
+    if not set(qrels) & set(run):
+        _warn(f"the run ({len(run)} queries) and the qrels ({len(qrels)} queries) share no query id, so every "
+              f"metric is 0: are they of the same split and id scheme? (run: {', '.join(sorted(run)[:3])}; "
+              f"qrels: {', '.join(sorted(qrels)[:3])})")
+    print(json.dumps(compute_metrics(qrels, run), indent=2))
     return 0
 
 
@@ -187,10 +203,32 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     serve(args.kind, model=args.model, http_port=args.http_port, grpc_port=args.grpc_port, name=args.name,
           summarizer=args.summarizer, config=args.config, device=args.device, max_batch_size=args.max_batch_size,
           max_wait_ms=args.max_wait_ms, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
-          max_chars=args.max_chars, allow_add=not args.read_only, host=args.host,
-          access_log=not args.no_access_log, threads=args.threads, dtype=args.dtype,
-          index_mode=args.index_mode, fusion_weight=args.fusion_weight)
+          max_chars=args.max_chars, allow_add=args.allow_add, max_added_docs=args.max_added_docs,
+          model_repository=args.enable_model_repository, host=args.host, access_log=not args.no_access_log,
+          threads=args.threads, dtype=args.dtype, index_mode=args.index_mode, fusion_weight=args.fusion_weight)
     return 0
+
+
+def _outputs(p: argparse.ArgumentParser, *outputs: tuple[str, str, str]) -> None:
+    """Declare a subcommand's outputs as (dest, kind, name in messages); kind: "file", "dir", or "summaries"
+    (a file plus its resumable `<file>.cache.jsonl`). `check_outputs` checks them."""
+    p.set_defaults(outputs=outputs)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every declared output location of the command must be writable (`resume.io.check_output`), before
+    the command loads a config, reads data or touches a model."""
+    from resume.io import check_output
+
+    for dest, kind, name in getattr(args, "outputs", ()):
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        check_output(value, kind="dir" if kind == "dir" else "file", what=name)
+        if kind == "summaries":
+            from resume.summarizer import cache_path_for
+
+            check_output(cache_path_for(value), kind="file", what=f"{name} (its cache file)")
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -215,22 +253,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=_cmd_data_convert_cranfield)
+    _outputs(p, ("out", "dir", "out"))
     p = dsub.add_parser("convert-medline", help="convert the raw SMART MEDLINE files to BEIR layout (OOD test set)")
     p.add_argument("--raw", default="data/medline-raw", help="folder with MED.ALL, MED.QRY, MED.REL")
     p.add_argument("--out", default="data/medline")
     p.add_argument("--tokenizer", default="all-minilm-l6-v2",
                    help="model whose tokenizer measures the lengths written in README.md; 'none' skips them")
     p.set_defaults(func=_cmd_data_convert_medline)
+    _outputs(p, ("out", "dir", "--out"))
     p = dsub.add_parser("download", help="load a hub dataset through `datasets` and write it in BEIR layout")
     p.add_argument("name", help="e.g. BeIR/scifact, BeIR/nfcorpus, msmarco, or a `datasets` save_to_disk dir")
     p.add_argument("out")
     p.add_argument("--split", default="test")
     p.set_defaults(func=_cmd_data_download)
+    _outputs(p, ("out", "dir", "out"))
     p = dsub.add_parser("lead", help="the lead control: title + first sentence of each document, as summaries.jsonl")
     p.add_argument("--data", required=True, help="BEIR-layout directory")
     p.add_argument("--out", required=True, help="summaries.jsonl to write")
     p.add_argument("--retriever", help="model whose tokenizer counts n_tokens (default: retriever.model's default)")
     p.set_defaults(func=_cmd_data_lead)
+    _outputs(p, ("out", "file", "--out"))
 
     p = sub.add_parser("metrics", help="MRR@10, NDCG@10, R@100, R@1000 of a TREC run (trec_eval semantics)")
     p.add_argument("--qrels", required=True, help="qrels: BEIR tsv (with header) or TREC 4-column")
@@ -256,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and <out>/fusion_weight.json")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_evaluate)
+    _outputs(p, ("out", "dir", "--out"))
 
     p = sub.add_parser("retriever-finetune", help="contrastive fine-tuning (InfoNCE, DDP under torchrun)")
     _add_config(p)
@@ -265,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--texts", help="summaries.jsonl (default: full documents)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_retriever_finetune)
+    _outputs(p, ("out", "dir", "--out"))
 
     p = sub.add_parser("summarize", help="summarise a corpus (greedy, batched, cached, resumable)")
     _add_config(p)
@@ -273,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever", help="model whose tokenizer counts summary tokens")
     p.add_argument("--out", required=True, help="summaries.jsonl")
     p.set_defaults(func=_cmd_summarize)
+    _outputs(p, ("out", "summaries", "--out"))
 
     p = sub.add_parser("grpo-train", help="GRPO training of the summarizer with the retriever as reward model")
     _add_config(p)
@@ -281,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retriever")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_grpo_train)
+    _outputs(p, ("out", "dir", "--out"))
 
     for name, func, help_ in (("run", _cmd_run, "run Algorithm 1 with baselines, ablations, tracking, report"),
                               ("demo", _cmd_demo, "the embedded default: `resume run` on the demo config")):
@@ -292,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true",
                        help="continue a run dir whose config.yaml differs (completed stages are kept)")
         p.set_defaults(func=func)
+        _outputs(p, ("out", "dir", "--out"))
 
     p = sub.add_parser("register", help="register the run's summarizer and retriever in the MLflow registry")
     _add_config(p)
@@ -320,8 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-k", type=int, default=1000, help="largest k accepted (also capped by the index size)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
     p.add_argument("--max-chars", type=int, default=20_000, help="longest document accepted (characters)")
-    p.add_argument("--read-only", action="store_true", help="retriever: do not register the <name>-add model")
-    p.add_argument("--host", help="REST bind address (default: kserve's 0.0.0.0; 127.0.0.1 = this machine only)")
+    add = p.add_mutually_exclusive_group()
+    add.add_argument("--allow-add", action="store_true",
+                     help="retriever: register the <name>-add model, through which any client that reaches the "
+                     "port can add documents (in this replica's memory only); off by default")
+    add.add_argument("--read-only", action="store_true",
+                     help="retriever: no <name>-add model (the default; states it explicitly, e.g. in a manifest)")
+    p.add_argument("--max-added-docs", type=int, default=1000,
+                   help="with --allow-add: how many documents may be added over the server's life")
+    p.add_argument("--enable-model-repository", action="store_true",
+                   help="turn on kserve's model repository extension (REST /v2/repository/models/<name>/load|"
+                   "unload, gRPC RepositoryModelLoad|Unload); off by default: an unloaded model stays unloaded")
+    p.add_argument("--host", help="REST and gRPC bind address (default: kserve's 0.0.0.0 and [::]; 127.0.0.1 = "
+                   "this machine only)")
     p.add_argument("--no-access-log", action="store_true", help="no per-request access/timing log lines")
     p.add_argument("--threads", type=int, help="torch threads (default: usable cores - 1, at least 1)")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
@@ -331,12 +389,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(e: OSError) -> str:
+    """An OSError as `<file>: <reason>` (both files of a rename), without the `[Errno N]` prefix."""
+    files = [str(f) for f in (e.filename, e.filename2) if f is not None]
+    reason = e.strerror or str(e)
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         return int(args.func(args) or 0)
     except ResumeError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that cannot be read or written (permissions, disk full, a directory...)
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError as e:
+        print(f"error: an input file is not UTF-8 text ({e.reason} at byte {e.start})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -315,9 +315,12 @@ class FinetuneConfig:
 class EvalConfig:
     """Evaluation: FAISS search and trec_eval metrics (MRR@10, NDCG@10, R@100, R@1000).
 
-    index: `flat` (exact inner product, default), `ivf` or `hnsw` (approximate, for millions).
-    k: depth of the run file. nlist / nprobe (IVF), hnsw_m / ef_search (HNSW). gpu: use GPU FAISS
-    when present (`auto`).
+    index: `auto` (default: `flat`, exact inner product, below `auto_min_docs` indexed vectors, `ivf` from
+        there on), `flat`, `ivf` or `hnsw` (approximate). The defaults keep recall@100 >= 0.99 of exact
+        search at 10k-1M vectors (bench/bench_scaling.py, bench/scaling.json; `resume.index.choose_kind`).
+    k: depth of the run file. nlist (null = 2 * sqrt(n), clamped to n // 39) / nprobe (IVF); hnsw_m /
+    ef_search / ef_construction (HNSW; a search returns at most max(ef_search, k) candidates, so ef_search
+    below k is raised to k). gpu: use GPU FAISS when present (`auto`).
     What each document is indexed as (`resume.evaluate`; with no summaries, every mode but `summary` is an
     error, and `summary` indexes the full documents: the Baseline):
         mode: `summary` (the paper: one vector per document, its summary); `fused` (two views, the full
@@ -332,12 +335,14 @@ class EvalConfig:
         rrf_k: the RRF constant (60 as in Cormack et al., 2009).
     """
 
-    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    index: Literal["flat", "ivf", "hnsw", "auto"] = "auto"
     k: int = 1000
-    nlist: int = 1024
-    nprobe: int = 32
+    auto_min_docs: int = 100_000
+    nlist: int | None = None
+    nprobe: int = 64
     hnsw_m: int = 32
-    ef_search: int = 128
+    ef_search: int = 4096
+    ef_construction: int = 40
     gpu: Literal["auto", True, False] = "auto"
     mode: Literal["summary", "fused", "long_only"] = "summary"
     fusion: Literal["score", "rrf"] = "score"
@@ -346,6 +351,10 @@ class EvalConfig:
 
     def __post_init__(self):
         _check(self.k >= 10, "evaluate.k", self.k, "an integer >= 10 (MRR@10 needs the top 10)")
+        _check(self.auto_min_docs >= 1, "evaluate.auto_min_docs", self.auto_min_docs, "a positive integer")
+        _check(self.nlist is None or self.nlist >= 1, "evaluate.nlist", self.nlist, "a positive integer or null")
+        for key in ("nprobe", "hnsw_m", "ef_search", "ef_construction"):
+            _check(getattr(self, key) >= 1, f"evaluate.{key}", getattr(self, key), "a positive integer")
         w = self.fusion_weight
         _check(w is None or 0.0 <= w <= 1.0, "evaluate.fusion_weight", w, "a number in [0, 1] or null")
         _check(self.rrf_k >= 0, "evaluate.rrf_k", self.rrf_k, "a non-negative integer")

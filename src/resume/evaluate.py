@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import math
 import re
 import time
@@ -40,10 +39,9 @@ from typing import Any
 import numpy as np
 
 from resume.errors import DataError, ResumeError
-from resume.io import atomic_path, atomic_write_json, iter_jsonl
+from resume.io import atomic_path, atomic_write_json
+from resume.run_dir import METRICS, PRIMARY_METRIC, corpus_summaries
 
-METRICS = ("mrr@10", "ndcg@10", "recall@100", "recall@1000")
-PRIMARY_METRIC = "ndcg@10"
 _FULL_MEASURES = {"ndcg_cut.10", "recall.100,1000"}
 _KEYS = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "recall@1000": "recall_1000"}
 
@@ -114,7 +112,7 @@ def read_trec_run(path: str | Path) -> Run:
         raise DataError(path, None, "run file not found")
     run: Run = {}
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in _utf8_lines(f, path):
             parts = line.split()
             if not parts:
                 continue
@@ -134,16 +132,17 @@ def read_trec_run(path: str | Path) -> Run:
     return run
 
 
-def read_qrels_any(path: str | Path) -> Qrels:
+def read_qrels_any(path: str | Path, *, conflicts: list | None = None) -> Qrels:
     """Qrels from a BEIR tsv (`query-id corpus-id score`, header optional) or a TREC qrels file
-    (`qid iter docid grade`), detected from the column count. A repeated pair keeps its last grade."""
+    (`qid iter docid grade`), detected from the column count. A repeated pair keeps its last grade;
+    `conflicts` (a list) receives (line, qid, docid, old grade, new grade) for each that changes it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "qrels file not found")
     qrels: Qrels = {}
     fmt: str | None = None
     with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, line in _utf8_lines(f, path):
             parts = line.split()
             if not parts:
                 continue
@@ -163,10 +162,25 @@ def read_qrels_any(path: str | Path) -> Qrels:
             qid, did, grade = (parts[0], parts[1], parts[2]) if fmt == "beir" else (parts[0], parts[2], parts[3])
             if not _is_int(grade):
                 raise DataError(path, lineno, f"relevance grade {grade!r} is not an integer")
-            qrels.setdefault(qid, {})[did] = int(float(grade))
+            judged = qrels.setdefault(qid, {})
+            if conflicts is not None and judged.get(did, int(float(grade))) != int(float(grade)):
+                conflicts.append((lineno, qid, did, judged[did], int(float(grade))))
+            judged[did] = int(float(grade))
     if not qrels:
         raise DataError(path, None, "no judgements found")
     return qrels
+
+
+def _utf8_lines(f, path: Path):
+    """(line number, line) of a text file opened as UTF-8; a DataError naming the file when it is not
+    UTF-8 (e.g. a binary file)."""
+    lineno = 0
+    try:
+        for lineno, line in enumerate(f, start=1):
+            yield lineno, line
+    except UnicodeDecodeError as e:
+        where = f" after line {lineno}" if lineno else ""
+        raise DataError(path, None, f"not UTF-8 text ({e.reason}{where}); expected a text file") from None
 
 
 def _is_int(s: str) -> bool:
@@ -271,28 +285,14 @@ def paired_test(a_per_query: Mapping[str, Any], b_per_query: Mapping[str, Any], 
 
 
 def load_index_texts(ds: Any, texts: str | Path | None) -> dict[str, str]:
-    """doc id -> text to index: the `summary` of each row of `texts` (summaries.jsonl), or the full
-    document (`resume.data.doc_text`) when `texts` is None. Every corpus document needs a summary row."""
+    """doc id -> text to index: the summaries of `texts` (a summaries.jsonl, read by
+    `resume.run_dir.corpus_summaries`: every corpus document needs one), or the full document
+    (`resume.data.doc_text`) when `texts` is None."""
     from resume.data import doc_text
 
     if texts is None:
         return {d: doc_text(doc) for d, doc in ds.corpus.items()}
-    path = Path(texts)
-    if not path.is_file():
-        raise DataError(path, None, "summaries file not found")
-    summaries: dict[str, str] = {}
-    try:
-        for lineno, row in enumerate(iter_jsonl(path), start=1):
-            if not isinstance(row, dict) or "_id" not in row:
-                raise DataError(path, lineno, "expected an object with `_id` and `summary`")
-            summaries[str(row["_id"])] = row.get("summary") or ""
-    except json.JSONDecodeError as e:
-        raise DataError(path, None, f"not valid JSON lines: {e}") from None
-    missing = [d for d in ds.corpus if d not in summaries]
-    if missing:
-        raise DataError(path, None, f"{len(missing)} of {len(ds.corpus)} corpus documents have no summary "
-                                    f"(e.g. {missing[:3]}); summarise the same working set first")
-    return {d: summaries[d] for d in ds.corpus}
+    return corpus_summaries(ds.corpus, texts)
 
 
 MODES = ("summary", "fused", "long_only")
@@ -442,7 +442,7 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
     atomic_write_json(out / "eval_info.json", {
         "data_dir": str(data_dir), "split": split, "retriever": str(retriever),
         "texts": None if texts is None else str(texts), "n_docs": len(ds.corpus), "n_queries": len(qids),
-        "n_judged_queries": len(per_query), "index": ecfg.index, "k": ecfg.k, "mode": ecfg.mode,
+        "n_judged_queries": len(per_query), "index": index.kind, "k": ecfg.k, "mode": ecfg.mode,
         "fusion": ecfg.fusion if fused else None,
         "fusion_weight": ecfg.fusion_weight if fused and ecfg.fusion == "score" else None,
         "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None, **view_info,

@@ -7,7 +7,10 @@
 
 With L2-normalised embeddings inner product is cosine similarity. `flat` (IndexFlatIP) is exact;
 `ivf` (IndexIVFFlat, inner product, trained on the corpus; nlist is clamped to the corpus so small
-collections still train) and `hnsw` (IndexHNSWFlat, inner product) are approximate. GPU FAISS is
+collections still train) and `hnsw` (IndexHNSWFlat, inner product) are approximate. `auto` (the
+`EvalConfig` default) is `flat` below `AUTO_MIN_DOCS` vectors and `AUTO_KIND` from there on
+(`choose_kind`); the defaults below were chosen from bench/bench_scaling.py (bench/scaling.json): on
+real MiniLM embeddings tiled to 10k-1M they keep recall@100 >= 0.99 of exact search. GPU FAISS is
 used when it is installed and sees a GPU (`faiss.get_num_gpus() > 0`) unless `gpu=False`; indexes are
 always saved in their CPU form.
 
@@ -30,6 +33,7 @@ from resume.errors import ResumeError
 from resume.io import atomic_path, atomic_write_json
 
 KINDS = ("flat", "ivf", "hnsw")
+CHOICES = KINDS + ("auto",)  # what EvalConfig.index accepts
 FUSIONS = ("score", "rrf")
 
 
@@ -72,25 +76,52 @@ def _to_gpu(index):
     return index
 
 
-def ivf_nlist(n: int, nlist: int) -> int:
-    """Clamp `nlist` so each list gets about 39+ training points (FAISS warns below that): in [1, n // 39]."""
+# Defaults (mirrored by EvalConfig; tests/test_index_auto.py checks that they agree). Measured in
+# bench/scaling.json: see bench/README.md "How search cost grows".
+AUTO_MIN_DOCS = 100_000     # `auto`: flat below this many vectors, AUTO_KIND from here on
+AUTO_KIND = "ivf"
+NLIST_PER_SQRT_N = 2        # IVF: nlist = 2 * sqrt(n) lists by default (clamped by ivf_nlist)
+NPROBE = 64
+TRAIN_POINTS_PER_LIST = 64  # IVF k-means sample: at most 64 vectors per list (FAISS's own cap is 256)
+HNSW_M = 32
+EF_SEARCH = 4096
+EF_CONSTRUCTION = 40        # FAISS's default; 100 gave no better recall in bench_scaling at 2.5x the build
+
+
+def choose_kind(kind: str, n: int, min_docs: int = AUTO_MIN_DOCS) -> str:
+    """The index kind to build for `n` vectors: `kind` itself, or for `auto` flat below `min_docs` vectors
+    and `AUTO_KIND` from `min_docs` on."""
+    if kind == "auto":
+        return AUTO_KIND if n >= min_docs else "flat"
+    if kind not in KINDS:
+        raise ResumeError(f"index kind {kind!r}: expected one of {', '.join(CHOICES)}")
+    return kind
+
+
+def ivf_nlist(n: int, nlist: int | None = None) -> int:
+    """The number of IVF lists for `n` vectors: `nlist` (None = NLIST_PER_SQRT_N * sqrt(n)), clamped so each
+    list gets about 39+ training points (FAISS warns below that): in [1, n // 39]."""
+    if nlist is None:
+        nlist = round(NLIST_PER_SQRT_N * float(np.sqrt(max(n, 0))))
     return max(1, min(nlist, n // 39))
 
 
-def build_index(emb: np.ndarray, kind: str = "flat", *, nlist: int = 1024, nprobe: int = 32, hnsw_m: int = 32,
-                ef_search: int = 128, ef_construction: int = 200, gpu: bool | str = "auto", seed: int = 0):
-    """A FAISS inner-product index over `emb` (n, dim) float32. Options follow `EvalConfig`."""
+def build_index(emb: np.ndarray, kind: str = "flat", *, nlist: int | None = None, nprobe: int = NPROBE,
+                hnsw_m: int = HNSW_M, ef_search: int = EF_SEARCH, ef_construction: int = EF_CONSTRUCTION,
+                auto_min_docs: int = AUTO_MIN_DOCS, gpu: bool | str = "auto", seed: int = 0):
+    """A FAISS inner-product index over `emb` (n, dim) float32. Options follow `EvalConfig` (`kind` `auto`:
+    see `choose_kind`; nlist None: see `ivf_nlist`)."""
     faiss = _faiss()
-    if kind not in KINDS:
-        raise ResumeError(f"index kind {kind!r}: expected one of {', '.join(KINDS)}")
     emb = _as_f32(emb, "emb")
     n, dim = emb.shape
+    kind = choose_kind(kind, n, auto_min_docs)
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, ivf_nlist(n, nlist), faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
+        index.cp.max_points_per_centroid = TRAIN_POINTS_PER_LIST
         if n == 0:
             raise ResumeError("an IVF index needs at least one vector to train on")
         index.train(emb)
@@ -165,16 +196,20 @@ class DocIndex:
 
     @classmethod
     def build(cls, ids: list[str], emb: np.ndarray, kind: str = "flat", **opts: Any) -> DocIndex:
+        """`kind` may be `auto` (see `choose_kind`); `.kind` is the kind built."""
         emb = _as_f32(emb, "emb")
         if len(ids) != emb.shape[0]:
             raise ValueError(f"{len(ids)} ids for {emb.shape[0]} embeddings")
+        kind = choose_kind(kind, emb.shape[0], opts.get("auto_min_docs", AUTO_MIN_DOCS))
         return cls(list(ids), build_index(emb, kind, **opts), kind)
 
     @classmethod
     def from_config(cls, ids: list[str], emb: np.ndarray, cfg) -> DocIndex:
-        """Build from an `EvalConfig` (index, nlist, nprobe, hnsw_m, ef_search, gpu)."""
+        """Build from an `EvalConfig` (index, auto_min_docs, nlist, nprobe, hnsw_m, ef_search, ef_construction,
+        gpu)."""
         return cls.build(ids, emb, cfg.index, nlist=cfg.nlist, nprobe=cfg.nprobe, hnsw_m=cfg.hnsw_m,
-                         ef_search=cfg.ef_search, gpu=cfg.gpu)
+                         ef_search=cfg.ef_search, ef_construction=cfg.ef_construction,
+                         auto_min_docs=cfg.auto_min_docs, gpu=cfg.gpu)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -325,6 +360,11 @@ class FusedIndex:
     @property
     def ids(self) -> list[str]:
         return self.summaries.ids
+
+    @property
+    def kind(self) -> str:
+        """The index kind of the two views (both are built from the same options and size)."""
+        return self.summaries.kind
 
     def __len__(self) -> int:
         return len(self.summaries)

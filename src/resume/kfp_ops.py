@@ -13,7 +13,11 @@ log to MLflow through `child_run`. Everything here is light at import (no torch,
   library may return a sub-directory, recorded in the artifact's metadata as `model_dir`).
 * MLflow: with `MLFLOW_TRACKING_URI` unset (tests, local runs) nothing is logged; otherwise each
   component opens a child run under the pipeline's parent run (`parent_run_id`).
-* Early stopping: `continue_decision` is the rule shared with `resume run` (DESIGN §1 / LoopConfig).
+* Early stopping: `continue_decision` = the iteration budget + `resume.run_dir.early_stop`, the rule
+  `resume.loop.iterate` applies (DESIGN §1 / LoopConfig).
+
+The run directory's contracts (file names, the reward log reader, the metric names, the stage config and
+seeding, the early-stopping rule) live in `resume.run_dir`; the components import it directly.
 """
 
 from __future__ import annotations
@@ -26,10 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from resume import run_dir as rd
 from resume.errors import ResumeError
-
-PRIMARY_METRIC = "mrr@10"
-
 
 # --------------------------------------------------------------------------------------------- config
 
@@ -80,24 +82,16 @@ def materialise_data(cfg, out_dir: str) -> dict[str, Any]:
 
 
 def stage_config(config_path: str, data_path: str | None = None, *, seed: bool = True):
-    """The config a stage runs with, as in `resume run`: data.path = the materialised working set with
-    the sampling knobs off, and every RNG seeded from loop.seed just before the stage."""
-    import copy
-
+    """The config a stage runs with, as in `resume run` (`resume.run_dir.stage_config`: data.path = the
+    materialised working set with the sampling knobs off), with every RNG seeded from loop.seed just
+    before the stage (`resume.run_dir.seed_everything`)."""
     cfg = load_config_file(config_path)
     if data_path:
-        cfg = copy.deepcopy(cfg)
-        cfg.data.path = str(data_path)
-        cfg.data.max_train_queries = cfg.data.max_eval_queries = cfg.data.distractors = None
+        cfg = rd.stage_config(cfg, data_path)
     if seed:
-        import random
+        import torch  # noqa: F401 - loaded before seeding, as in `resume run`, where the stages have loaded it
 
-        import numpy as np
-        import torch
-
-        random.seed(cfg.loop.seed)
-        np.random.seed(cfg.loop.seed % (2**32))
-        torch.manual_seed(cfg.loop.seed)
+        rd.seed_everything(cfg.loop.seed)
     return cfg
 
 
@@ -127,22 +121,6 @@ def record_model_dir(artifact, returned: str) -> None:
 # --------------------------------------------------------------------------------------------- logs
 
 
-def read_reward_log(out_dir: str) -> list[dict]:
-    """Rows of reward_log.jsonl under `out_dir` (searched recursively; [] when absent)."""
-    hits = sorted(Path(out_dir).rglob("reward_log.jsonl"))
-    if not hits:
-        return []
-    with open(hits[0], encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def reward_mean(rows: list[dict]) -> float | None:
-    """Mean GRPO reward of a round: the mean over steps of the per-step mean (resume.loop.mean_reward)."""
-    from resume.loop import mean_reward
-
-    return mean_reward(rows)
-
-
 def write_metrics(metrics_artifact, values: dict[str, Any]) -> None:
     """Log numeric values on a KFP Metrics artifact and write them as JSON in its file."""
     clean = {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)
@@ -169,25 +147,14 @@ def read_metrics(metrics_artifact) -> dict[str, float]:
 def continue_decision(*, iteration: int, max_iterations: int, reward: float | None, prev_reward: float | None,
                       metric: float | None, prev_metric: float | None, eps_reward: float | None,
                       eps_metric: float | None) -> tuple[bool, str]:
-    """Whether iteration `iteration + 1` should run, and why (LoopConfig's rule).
-
-    The rule of `resume.loop.iterate`: stop when the iteration budget is spent, when the mean GRPO
-    reward improved by less than eps_reward over the previous round (from round 2: round 1 has
-    nothing to compare with), or when the dev MRR@10 improved by less than eps_metric over the
-    previous iteration (iteration 0 = the initial retriever g_0 over the initial summaries S_0, so
-    the rule applies from t = 1). A null eps disables its test.
-    """
+    """Whether iteration `iteration + 1` should run, and why: not when the iteration budget is spent,
+    nor when `resume.run_dir.early_stop` (the rule of `resume.loop.iterate`) says stop. `metric` and
+    `prev_metric` are dev PRIMARY_METRIC values (iteration 0 = g_0 over S_0)."""
     if iteration >= max_iterations:
         return False, f"iteration budget spent ({iteration}/{max_iterations})"
-    if eps_reward is not None and reward is not None and prev_reward is not None:
-        gain = reward - prev_reward
-        if gain < eps_reward:
-            return False, f"reward gain {gain:.4f} < eps_reward {eps_reward}"
-    if eps_metric is not None and metric is not None and prev_metric is not None:
-        gain = metric - prev_metric
-        if gain < eps_metric:
-            return False, f"{PRIMARY_METRIC} gain {gain:.4f} < eps_metric {eps_metric}"
-    return True, "continue"
+    d = rd.early_stop(reward=reward, prev_reward=prev_reward, metric=metric, prev_metric=prev_metric,
+                      eps_reward=eps_reward, eps_metric=eps_metric)
+    return (False, d.reason) if d.stop else (True, "continue")
 
 
 # ------------------------------------------------------------------------------------------- MLflow

@@ -25,8 +25,9 @@ What runs (f = summarizer, g = retriever, S = summaries of the working-set corpu
                 no_retrieval_adaptation (g stays g_0; its iteration 1 IS the main loop's f_1/S_1, so it is
                 reused), no_negative_queries (reward.use_negatives=false), continuous_reward (reward.discrete=false).
 
-Early stopping (after iteration t has COMPLETED, i.e. f_t, S_t, g_t exist and are evaluated; the loop then
-ends and iteration t is the final one, T = t; nothing is rolled back):
+Early stopping (`resume.run_dir.early_stop`, the rule the KFP pipeline's should-continue task applies too;
+after iteration t has COMPLETED, i.e. f_t, S_t, g_t exist and are evaluated; the loop then ends and
+iteration t is the final one, T = t; nothing is rolled back):
     reward: mean GRPO reward of round t (mean over its logged steps) - that of round t-1 < eps_reward
             (from t = 2: round 1 has nothing to compare with);
     metric: dev MRR@10 of (g_t, S_t) - dev MRR@10 of (g_{t-1}, S_{t-1}) < eps_metric, where iteration 0 is the
@@ -50,9 +51,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -62,12 +61,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from resume import run_dir as rd
 from resume.config import ResumeConfig, flatten
 from resume.errors import ConfigError, ResumeError
 from resume.io import atomic_write_json, iter_jsonl
+from resume.run_dir import METRICS, PRIMARY_METRIC, STAGES_DIR
 
-METRICS = ("mrr@10", "ndcg@10", "recall@100", "recall@1000")
-STAGES_DIR = "_stages"
 # Stages whose functions continue from their own partial output (cache / checkpoints) and stay
 # deterministic when they do; the others restart from a clean output dir.
 RESUMABLE = {"summarize", "retriever-finetune"}
@@ -117,23 +116,6 @@ class Stages:
 # ---------------------------------------------------------------------------------------- helpers
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (when imported) so a stage's result does not depend on what ran before."""
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % (2**32))
-    except ImportError:  # pragma: no cover
-        pass
-    import sys
-
-    if "torch" in sys.modules:
-        import torch
-
-        torch.manual_seed(seed)
-
-
 def _normalised(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     import yaml
 
@@ -163,32 +145,6 @@ def check_config(cfg: ResumeConfig, run_dir: Path, force: bool = False) -> None:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
             shutil.copy2(path, run_dir / f"config.prev-{stamp}.yaml")
     dump_config(cfg, path)
-
-
-def stage_cfg(cfg: ResumeConfig, data_dir: Path) -> ResumeConfig:
-    """The config every stage gets: data.path = the materialised working set, sampling knobs off."""
-    c = copy.deepcopy(cfg)
-    c.data.path = str(data_dir)
-    c.data.max_train_queries = c.data.max_eval_queries = c.data.distractors = None
-    return c
-
-
-def read_reward_log(summarizer_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of <summarizer>/reward_log.jsonl (one per GRPO step); [] when absent."""
-    p = Path(summarizer_dir) / "reward_log.jsonl"
-    return list(iter_jsonl(p)) if p.exists() else []
-
-
-def reward_key(row: dict[str, Any]) -> str | None:
-    for k in ("reward", "reward_mean", "rewards/mean", "mean_reward"):
-        if isinstance(row.get(k), int | float):
-            return k
-    return None
-
-
-def mean_reward(rows: list[dict[str, Any]]) -> float | None:
-    vals = [float(r[k]) for r in rows if (k := reward_key(r)) is not None and math.isfinite(float(r[k]))]
-    return sum(vals) / len(vals) if vals else None
 
 
 def summary_stats(path: str | Path) -> dict[str, float]:
@@ -262,7 +218,7 @@ class Runner:
                 elif out.exists():
                     out.unlink()
         self.log(f"[{label}] {name} ...")
-        seed_everything(self.seed)
+        rd.seed_everything(self.seed)
         t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -291,17 +247,43 @@ class _Ctx:
 
     def evaluate(self, label: str, scope: Path, name: str, split: str, retriever: str, texts: str | None,
                  out: Path, cfg: ResumeConfig | None = None, *, data_dir: Path | None = None,
-                 fusion_weight: float | None = None) -> dict[str, float]:
+                 fusion_weight: float | None = None, encoder: Any = None) -> dict[str, float]:
         """Evaluate one system; `fusion_weight` given = the fused index (document + `texts`) with that
-        weight on the document view, else the index of `texts` alone (None: the full documents)."""
+        weight on the document view, else the index of `texts` alone (None: the full documents).
+        `encoder`: the retriever's encoder to use (None: the stage loads `retriever`)."""
         fn = self.stages.get("evaluate_retrieval")
         c = cfg or self.cfg
         # the loop names each system's index itself (evaluate.mode is the served index's, see EvalConfig)
         kw = {"mode": "summary"} if fusion_weight is None else {"mode": "fused", "fusion_weight": fusion_weight}
+        if encoder is not None:
+            kw["encoder"] = encoder
         res = self.run.stage(label, scope, name, lambda: fn(c, data_dir=str(data_dir or self.data_dir), split=split,
                                                              retriever=retriever, texts=texts, out_dir=str(out),
                                                              **kw), outputs=(out,))
         return {k: float(res[k]) for k in METRICS if k in res}
+
+    def test_system(self, label: str, scope: Path, retriever: str, texts: str | None, *,
+                    fusion_weight: float | None = None, cfg: ResumeConfig | None = None,
+                    data_dir: Path | None = None, split: str | None = None, encoder: Any = None) -> dict[str, Any]:
+        """One system of the results table: `retriever` over `texts` (None: the full documents; with
+        `fusion_weight`: fused with them) on the test split, into <scope>/eval_test.
+        Returns {"test": metrics, "dir": the eval dir} (results.json `systems.<name>`)."""
+        out = scope / rd.EVAL_TEST
+        split = split or (cfg or self.cfg).data.test_split
+        return {"test": self.evaluate(label, scope, "evaluate-test", split, retriever, texts, out, cfg,
+                                      data_dir=data_dir, fusion_weight=fusion_weight, encoder=encoder),
+                "dir": str(out)}
+
+    def fused_system(self, label: str, scope: Path, retriever: str, texts: str) -> dict[str, Any]:
+        """A fused system (documents and `texts` as two views): the document weight (`fusion_weight`), then
+        the test evaluation with it. Both stages share one encoder that encodes each view once
+        (`evaluate.CachingEncoder`; the model loads on first use, so not at all when both stages are done)."""
+        from resume.evaluate import CachingEncoder
+
+        enc = CachingEncoder(_LazyEncoder(self.cfg, retriever))
+        w = self.fusion_weight(label, scope, retriever, texts, encoder=enc)
+        return {**self.test_system(label, scope, retriever, texts, fusion_weight=w["weight"], encoder=enc),
+                "fusion": w}
 
     def quality(self, label: str, scope: Path, summaries: str, cfg: ResumeConfig | None = None, *,
                 data_dir: Path | None = None) -> dict[str, Any]:
@@ -311,16 +293,35 @@ class _Ctx:
         return self.run.stage(label, scope, "quality", lambda: fn(c, data_dir=str(data_dir or self.data_dir),
                                                                    summaries=summaries, judge=self.g0))
 
-    def fusion_weight(self, label: str, scope: Path, retriever: str, texts: str) -> dict[str, Any]:
+    def fusion_weight(self, label: str, scope: Path, retriever: str, texts: str, *,
+                      encoder: Any = None) -> dict[str, Any]:
         """The document view's weight in the fused index: chosen on the dev split (`choose_fusion_weight`)
         unless `evaluate.fusion_weight` fixes it; 0.5 without a dev split."""
         fixed = self.cfg.evaluate.fusion_weight
         if fixed is not None or not self.has_dev:
             return {"weight": 0.5 if fixed is None else fixed, "chosen_on": None}
         fn = self.stages.get("choose_fusion_weight")
+        kw = {} if encoder is None else {"encoder": encoder}
         res = self.run.stage(label, scope, "choose-fusion-weight", lambda: fn(
-            self.cfg, data_dir=str(self.data_dir), split=self.cfg.data.dev_split, retriever=retriever, texts=texts))
+            self.cfg, data_dir=str(self.data_dir), split=self.cfg.data.dev_split, retriever=retriever, texts=texts,
+            **kw))
         return {**res, "chosen_on": self.cfg.data.dev_split}
+
+
+class _LazyEncoder:
+    """`evaluate.load_encoder(cfg, retriever)`, loaded on the first attribute access."""
+
+    def __init__(self, cfg: ResumeConfig, retriever: str):
+        self._cfg, self._retriever, self._encoder = cfg, retriever, None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._encoder is None:
+            from resume.evaluate import load_encoder
+
+            self._encoder = load_encoder(self._cfg, self._retriever)
+        return getattr(self._encoder, name)
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -333,7 +334,7 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
     f_prev, g_prev = ctx.f0, ctx.g0
     iterations: list[dict[str, Any]] = []
     stop: dict[str, Any] = {"iteration": None, "reason": f"max_iterations ({T}) reached"}
-    prev_dev = ctx.s0_dev["mrr@10"] if ctx.s0_dev else None
+    prev_dev = ctx.s0_dev[PRIMARY_METRIC] if ctx.s0_dev else None
     prev_reward: float | None = None
     grpo, summ, ft = (ctx.stages.get(n) for n in ("grpo_train", "summarize_corpus", "finetune_retriever"))
     tr = cfg.data.train_split
@@ -369,26 +370,23 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
         dev = (ctx.evaluate(label, it, "evaluate-dev", cfg.data.dev_split, g_t, s_path, it / "eval", cfg)
                if ctx.has_dev else None)
         test = ctx.evaluate(label, it, "evaluate-test", cfg.data.test_split, g_t, s_path, it / "eval_test", cfg)
-        rlog = read_reward_log(f_t)
-        rmean = mean_reward(rlog)
+        rlog = rd.read_reward_log(f_t)
+        rmean = rd.mean_reward(rlog)
         rec.update({"summarizer": f_t, "summaries": s_path, "retriever": g_t, "reward_mean": rmean,
                     "grpo_steps": len(rlog), "dev": dev, "test": test, "quality": quality, **summary_stats(s_path)})
-        # early stopping, decided after the iteration has completed
-        reasons = []
-        e_r, e_m = cfg.loop.eps_reward, cfg.loop.eps_metric
-        if e_r is not None and prev_reward is not None and rmean is not None:
-            rec["reward_gain"] = rmean - prev_reward
-            if rmean - prev_reward < e_r:
-                reasons.append(f"mean GRPO reward gain {rmean - prev_reward:+.4f} < eps_reward {e_r}")
-        if e_m is not None and dev is not None and prev_dev is not None:
-            rec["dev_gain"] = dev["mrr@10"] - prev_dev
-            if dev["mrr@10"] - prev_dev < e_m:
-                reasons.append(f"dev MRR@10 gain {dev['mrr@10'] - prev_dev:+.4f} < eps_metric {e_m}")
+        # early stopping, decided after the iteration has completed (the rule the KFP pipeline applies too)
+        metric = dev[PRIMARY_METRIC] if dev else None
+        decision = rd.early_stop(reward=rmean, prev_reward=prev_reward, metric=metric, prev_metric=prev_dev,
+                                 eps_reward=cfg.loop.eps_reward, eps_metric=cfg.loop.eps_metric)
+        if decision.reward_gain is not None:
+            rec["reward_gain"] = decision.reward_gain
+        if decision.metric_gain is not None:
+            rec["dev_gain"] = decision.metric_gain
         iterations.append(rec)
         f_prev, g_prev = f_t, g_t
-        prev_reward, prev_dev = rmean, (dev["mrr@10"] if dev else None)
-        if reasons:
-            stop = {"iteration": t, "reason": "; ".join(reasons)}
+        prev_reward, prev_dev = rmean, metric
+        if decision.stop:
+            stop = {"iteration": t, "reason": decision.reason}
             ctx.run.log(f"[{label}] early stop after iteration {t}: {stop['reason']}")
             break
     return {"iterations": iterations, "stopped": stop, "final": {"summarizer": f_prev, "retriever": g_prev},
@@ -409,6 +407,16 @@ def _materialise(stages: Stages, source: str, out: Path, dcfg) -> dict[str, Any]
     return {"source": str(source), "n_docs": len(ws.corpus), "n_docs_source": len(ds.corpus),
             "queries": {s: len(q) for s, q in ws.qrels.items()},
             "judgements": {s: sum(len(v) for v in q.values()) for s, q in ws.qrels.items()}}
+
+
+def _write_lead(ctx: _Ctx, label: str, scope: Path, data_dir: Path) -> str:
+    """The lead control's summaries.jsonl of `data_dir`'s corpus (title + first sentence, no LLM; tokens
+    counted with g_0's tokenizer), written once under `scope`; returns its path."""
+    lead = scope / rd.SUMMARIES
+    wl = ctx.stages.get("write_lead_summaries")
+    ctx.run.stage(label, scope, "write-lead", lambda: wl(str(data_dir), str(lead), retriever_tokenizer=ctx.g0),
+                  outputs=(lead,))
+    return str(lead)
 
 
 def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict[str, Any] | None,
@@ -436,10 +444,8 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
     summ = ctx.stages.get("summarize_corpus")
 
     def ev(name: str, retriever: str, texts: str | None, weight: float | None = None) -> None:
-        d = od / name
-        systems[name] = {"test": ctx.evaluate(f"ood {name}", d, "evaluate-test", split, retriever, texts,
-                                              d / "eval_test", ocfg, data_dir=ood_dir, fusion_weight=weight),
-                         "dir": str(d / "eval_test")}
+        systems[name] = ctx.test_system(f"ood {name}", od / name, retriever, texts, fusion_weight=weight, cfg=ocfg,
+                                        data_dir=ood_dir, split=split)
         if weight is not None:
             systems[name]["fusion_weight"] = weight
 
@@ -466,15 +472,11 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
     if "full_doc_control" in sys_metrics:
         ev("full_doc_control", sys_metrics["full_doc_control"]["retriever"], None)
     if {"lead", "lead_fused"} & set(sys_metrics):
-        d = od / "lead"
-        lead = d / "summaries.jsonl"
-        wl = ctx.stages.get("write_lead_summaries")
-        ctx.run.stage("ood lead", d, "write-lead", lambda: wl(str(ood_dir), str(lead), retriever_tokenizer=ctx.g0),
-                      outputs=(lead,))
+        lead = _write_lead(ctx, "ood lead", od / "lead", ood_dir)
         if "lead" in sys_metrics:
-            ev("lead", ctx.g0, str(lead))
+            ev("lead", ctx.g0, lead)
         if "lead_fused" in sys_metrics:
-            ev("lead_fused", ctx.g0, str(lead), sys_metrics["lead_fused"]["fusion"]["weight"])
+            ev("lead_fused", ctx.g0, lead, sys_metrics["lead_fused"]["fusion"]["weight"])
     return {"dataset": source.name, "path": str(ood_dir), "split": split, "systems": systems, "quality": quality,
             "working_set": None if ood_dir == source else ctx.run.result(od, "working-set")}
 
@@ -567,7 +569,7 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
 
     data_info = run.stage("data", run_dir, "working-set", lambda: _materialise(stages, cfg.data.path, data_dir, cfg.data),
                           outputs=(data_dir,))
-    scfg = stage_cfg(cfg, data_dir)
+    scfg = rd.stage_config(cfg, data_dir)
     has_dev = data_info["queries"].get(cfg.data.dev_split, 0) > 0
     if not has_dev and cfg.loop.eps_metric is not None:
         log(f"[data] no '{cfg.data.dev_split}' queries in the working set: early stopping on dev MRR@10 is off")
@@ -579,27 +581,24 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
 
     # 2. baseline: g_0 over full documents
     if "baseline" in systems:
-        d = run_dir / "baseline"
-        sys_metrics["baseline"] = {"test": ctx.evaluate("baseline", d, "evaluate-test", test, ctx.g0, None,
-                                                        d / "eval_test"), "dir": str(d / "eval_test")}
+        sys_metrics["baseline"] = ctx.test_system("baseline", run_dir / "baseline", ctx.g0, None)
 
     # 3. iteration 0: S_0 (fixed summary) and its dev MRR@10 (the loop's starting point for eps_metric)
     loops_needed = bool({"non_iterative", "iterative", "full_doc_control"} & set(systems)) or bool(ablations)
     needs_s0 = "fixed_summary" in systems or (loops_needed and cfg.loop.eps_metric is not None and has_dev)
     if needs_s0:
-        d0 = run_dir / "iter_00"
-        s0 = d0 / "summaries.jsonl"
+        d0 = rd.iter_dir(run_dir, 0)
+        s0 = d0 / rd.SUMMARIES
         summ = stages.get("summarize_corpus")
         run.stage("iter 0", d0, "summarize", lambda: summ(scfg, data_dir=str(data_dir), model=ctx.f0,
                                                           retriever=ctx.g0, out_path=str(s0)), outputs=(s0,))
         ctx.s0 = str(s0)
         ctx.extra["s0_quality"] = ctx.quality("iter 0", d0, ctx.s0)
         if loops_needed and cfg.loop.eps_metric is not None and has_dev:
-            ctx.s0_dev = ctx.evaluate("iter 0", d0, "evaluate-dev", cfg.data.dev_split, ctx.g0, ctx.s0, d0 / "eval")
+            ctx.s0_dev = ctx.evaluate("iter 0", d0, "evaluate-dev", cfg.data.dev_split, ctx.g0, ctx.s0,
+                                      d0 / rd.EVAL_DEV)
         if "fixed_summary" in systems:
-            sys_metrics["fixed_summary"] = {"test": ctx.evaluate("iter 0", d0, "evaluate-test", test, ctx.g0,
-                                                                 ctx.s0, d0 / "eval_test"),
-                                            "dir": str(d0 / "eval_test")}
+            sys_metrics["fixed_summary"] = ctx.test_system("iter 0", d0, ctx.g0, ctx.s0)
 
     # 4. the iterative loop (the method)
     main = None
@@ -607,53 +606,38 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
         main = iterate(ctx, run_dir, scfg, name="main", adapt=True)
         if "iterative" in systems:
             sys_metrics["iterative"] = {"test": main["test"], "dev": main["dev"],
-                                        "dir": main["iterations"][-1]["dir"] + "/eval_test"}
-        if "non_iterative" in systems:
-            d = run_dir / "non_iterative"
+                                        "dir": main["iterations"][-1]["dir"] + "/" + rd.EVAL_TEST}
+        if "non_iterative" in systems:  # g_0 over S_1: one GRPO round, no retriever adaptation
             s1 = main["iterations"][0]["summaries"]
-            sys_metrics["non_iterative"] = {"test": ctx.evaluate("non_iterative", d, "evaluate-test", test,
-                                                                 ctx.g0, s1, d / "eval_test"),
-                                            "dir": str(d / "eval_test")}
+            sys_metrics["non_iterative"] = ctx.test_system("non_iterative", run_dir / "non_iterative", ctx.g0, s1)
         if "full_doc_control" in systems:
             d = run_dir / "full_doc_control"
             ft = stages.get("finetune_retriever")
             g = ctx.g0
             T = main["n_iterations"]
             for r in range(1, T + 1):
-                rd = d / f"round_{r:02d}"
-                g = str(run.stage(f"full_doc_control {r}/{T}", rd, "retriever-finetune",
-                                  lambda g=g, o=rd / "retriever": ft(scfg, data_dir=str(data_dir),
-                                                                     split=cfg.data.train_split, init_model=g,
-                                                                     texts=None, out_dir=str(o)),
-                                  outputs=(rd / "retriever",)))
-            rd = d / f"round_{T:02d}"  # evaluated per final round: a rerun with another T re-evaluates
+                rnd = d / f"round_{r:02d}"
+                g = str(run.stage(f"full_doc_control {r}/{T}", rnd, "retriever-finetune",
+                                  lambda g=g, o=rnd / rd.RETRIEVER: ft(scfg, data_dir=str(data_dir),
+                                                                       split=cfg.data.train_split, init_model=g,
+                                                                       texts=None, out_dir=str(o)),
+                                  outputs=(rnd / rd.RETRIEVER,)))
+            # evaluated per final round: a rerun with another T re-evaluates
             sys_metrics["full_doc_control"] = {
-                "test": ctx.evaluate("full_doc_control", rd, "evaluate-test", test, g, None, rd / "eval_test"),
-                "dir": str(rd / "eval_test"), "retriever": g, "rounds": T}
+                **ctx.test_system("full_doc_control", d / f"round_{T:02d}", g, None), "retriever": g, "rounds": T}
 
     # 4b. beyond the paper: the fused index (document + summary views) and the lead control (no LLM)
     if "iterative_fused" in systems and main is not None:
         d = run_dir / "iterative_fused"
         g_T, s_T = main["final"]["retriever"], main["iterations"][-1]["summaries"]
-        w = ctx.fusion_weight("iterative_fused", d, g_T, s_T)
-        sys_metrics["iterative_fused"] = {
-            "test": ctx.evaluate("iterative_fused", d, "evaluate-test", test, g_T, s_T, d / "eval_test",
-                                 fusion_weight=w["weight"]), "dir": str(d / "eval_test"), "fusion": w}
+        sys_metrics["iterative_fused"] = ctx.fused_system("iterative_fused", d, g_T, s_T)
     if {"lead", "lead_fused"} & set(systems):
-        d = run_dir / "lead"
-        lead = d / "summaries.jsonl"
-        wl = stages.get("write_lead_summaries")
-        run.stage("lead", d, "write-lead", lambda: wl(str(data_dir), str(lead), retriever_tokenizer=ctx.g0), outputs=(lead,))
-        ctx.extra["lead_quality"] = ctx.quality("lead", d, str(lead))
+        lead = _write_lead(ctx, "lead", run_dir / "lead", data_dir)
+        ctx.extra["lead_quality"] = ctx.quality("lead", run_dir / "lead", lead)
         if "lead" in systems:
-            sys_metrics["lead"] = {"test": ctx.evaluate("lead", d, "evaluate-test", test, ctx.g0, str(lead),
-                                                        d / "eval_test"), "dir": str(d / "eval_test")}
+            sys_metrics["lead"] = ctx.test_system("lead", run_dir / "lead", ctx.g0, lead)
         if "lead_fused" in systems:
-            df = run_dir / "lead_fused"
-            w = ctx.fusion_weight("lead_fused", df, ctx.g0, str(lead))
-            sys_metrics["lead_fused"] = {
-                "test": ctx.evaluate("lead_fused", df, "evaluate-test", test, ctx.g0, str(lead), df / "eval_test",
-                                     fusion_weight=w["weight"]), "dir": str(df / "eval_test"), "fusion": w}
+            sys_metrics["lead_fused"] = ctx.fused_system("lead_fused", run_dir / "lead_fused", ctx.g0, lead)
 
     # 4c. out of distribution: the in-domain models on cfg.data.ood, no further training
     ood = _out_of_distribution(ctx, cfg, run_dir, main, sys_metrics) if cfg.data.ood else None

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from resume.io import iter_jsonl
+from resume.run_dir import read_summaries
 
 PROMPT_WORDS = ("retrieval-oriented", "key terms", "search questions")
 BOILERPLATE = ("the document", "this document", "the text", "this text", "this summary", "here is")
@@ -124,8 +125,7 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
     split = cfg.data.train_split
     pos = train_positives(ds, split)
     ids = list(doc_ids) if doc_ids is not None else judge_doc_ids(cfg, ds, split)
-    texts = summaries if isinstance(summaries, Mapping) else {
-        str(r["_id"]): str(r.get("summary") or "") for r in iter_jsonl(summaries)}
+    texts = summaries if isinstance(summaries, Mapping) else read_summaries(summaries)
     ids = [d for d in ids if d in texts and d in pos]
     if not ids:
         return {"n": 0, "delta_mean": None, "reward_mean": None, "delta_positive_share": None}
@@ -157,8 +157,11 @@ def summary_quality(summaries: str | Path, data_dir: str | Path) -> dict[str, fl
     return text_signals(rows, {d: doc_text(doc) for d, doc in ds.corpus.items()})
 
 
-def quality_signals(cfg, *, data_dir: str | Path, summaries: str | Path, judge: str) -> dict[str, Any]:
-    """The loop's quality stage for one summaries.jsonl: {"text": `summary_quality`, "fixed_judge":
-    `fixed_judge` with `judge` (g_0)}."""
+def quality_signals(cfg, *, data_dir: str | Path, summaries: str | Path, judge: str,
+                    doc_ids: list[str] | None = None, encoder=None) -> dict[str, Any]:
+    """The quality stage for one summaries.jsonl (the loop's, and the benchmarks' in bench/):
+    {"text": `summary_quality`, "fixed_judge": `fixed_judge` with `judge` (g_0)}; `doc_ids` and
+    `encoder` are passed on to `fixed_judge`."""
     return {"text": summary_quality(summaries, data_dir),
-            "fixed_judge": fixed_judge(cfg, data_dir=data_dir, summaries=summaries, judge=judge)}
+            "fixed_judge": fixed_judge(cfg, data_dir=data_dir, summaries=summaries, judge=judge, doc_ids=doc_ids,
+                                       encoder=encoder)}

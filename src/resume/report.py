@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from resume.io import atomic_write_text, iter_jsonl
+from resume.run_dir import METRICS, RESULTS, read_reward_log
 
-METRICS = ("mrr@10", "ndcg@10", "recall@100", "recall@1000")
 HEADERS = ("MRR@10", "NDCG@10", "R@100", "R@1000")
 
 # DESIGN §1: MS MARCO dev, Contriever, Qwen3-4B-Thinking-2507.
@@ -68,8 +68,6 @@ def make_plots(run_dir: Path, results: dict[str, Any]) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-
-    from resume.loop import read_reward_log
 
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -405,7 +403,7 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write <run_dir>/report.md and <run_dir>/plots/*.png from <run_dir>/results.json; returns the report path."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
     plots = make_plots(run_dir, results)
     out = run_dir / "report.md"
     atomic_write_text(out, render(results, plots))

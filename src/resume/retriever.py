@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from resume.config import ResumeConfig, RetrieverConfig, from_dict
 from resume.errors import DataError, ResumeError
 from resume.io import atomic_write_json, iter_jsonl
+from resume.run_dir import corpus_summaries
 
 log = logging.getLogger(__name__)
 
@@ -284,38 +285,15 @@ def save_encoder(model, tokenizer, out_dir: str | Path, *, pooling: str, normali
 def load_texts(ds, texts_path: str | Path | None) -> dict[str, str]:
     """doc id -> the text the retriever sees, for the documents of `ds` (a `BeirDataset`).
 
-    `texts_path` None: the full documents (`resume.data.doc_text`). Otherwise a summaries.jsonl with rows
-    {"_id", "summary", ...}: ids outside `ds.corpus` are ignored; a document without a summary row is left
-    out (with a warning); the last row of a repeated id wins.
+    `texts_path` None: the full documents (`resume.data.doc_text`). Otherwise a summaries.jsonl, read by
+    `resume.run_dir.corpus_summaries` (the one policy of every reader: every document of `ds` needs a
+    string summary; ids outside `ds.corpus` are ignored; the last row of a repeated id wins).
     """
     from resume.data import doc_text
 
     if texts_path is None:
         return {did: doc_text(doc) for did, doc in ds.corpus.items()}
-    path = Path(texts_path)
-    if not path.is_file():
-        raise DataError(path, None, "summaries file not found; expected a summaries.jsonl from `resume summarize`")
-    found: dict[str, str] = {}
-    try:
-        for n, row in enumerate(iter_jsonl(path), start=1):
-            if not isinstance(row, dict) or not isinstance(row.get("_id"), str | int):
-                raise DataError(path, n, 'expected an object with an "_id" (string)')
-            summary = row.get("summary")
-            if not isinstance(summary, str):
-                raise DataError(path, n, f'"summary" is {type(summary).__name__}; expected a string')
-            found[str(row["_id"])] = summary
-    except json.JSONDecodeError as e:
-        raise DataError(path, None, f"not valid JSON Lines ({e})") from None
-    except UnicodeDecodeError:
-        raise DataError(path, None, "not UTF-8 text") from None
-    texts = {did: found[did] for did in ds.corpus if did in found}
-    missing = len(ds.corpus) - len(texts)
-    if missing:
-        log.warning("%s: %d of %d documents have no summary; they are left out", path, missing, len(ds.corpus))
-    if not texts:
-        raise DataError(path, None, f"no summary for any of the {len(ds.corpus)} documents of the dataset; "
-                        "was it written for another dataset?")
-    return texts
+    return corpus_summaries(ds.corpus, texts_path)
 
 
 def _pair_ids(ds, split: str, texts: dict[str, str]) -> list[tuple[str, str]]:

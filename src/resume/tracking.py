@@ -52,6 +52,7 @@ from mlflow.tracking import MlflowClient
 
 from resume.config import ResumeConfig, flatten
 from resume.io import atomic_write_json, iter_jsonl
+from resume.run_dir import RESULTS, read_reward_log
 
 STATE = "tracking.json"
 
@@ -195,8 +196,6 @@ def start_parent(cfg: ResumeConfig, run_dir: str | Path) -> str:
 
 def _grpo_series(iterations: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
     """Reward and its parts per GRPO step, with a global step across iterations."""
-    from resume.loop import read_reward_log
-
     items: list[tuple[str, float, int]] = []
     offset = 0
     for it in iterations:
@@ -259,7 +258,7 @@ def _sample_summaries(run_dir: Path, results: dict[str, Any], n: int = 20) -> Pa
 def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
     """Log results.json of a finished run dir into MLflow (parent + nested runs); returns the run ids."""
     run_dir = Path(run_dir).resolve()
-    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
     parent = start_parent(cfg, run_dir)
     client, exp_id, uri = _client(cfg, run_dir)
     st = _state(run_dir, uri)
@@ -461,7 +460,7 @@ def register_models(cfg: ResumeConfig, run_dir: str | Path, *, once: bool = Fals
     from resume.errors import ResumeError
 
     run_dir = Path(run_dir).resolve()
-    rp = run_dir / "results.json"
+    rp = run_dir / RESULTS
     if not rp.exists():
         raise ResumeError(f"{run_dir}: no results.json; run `resume run --out {run_dir}` first")
     results = json.loads(rp.read_text(encoding="utf-8"))

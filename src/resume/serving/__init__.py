@@ -23,7 +23,8 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
     """Serve `kind` (`retriever` | `summarizer`) from `model` with kserve.ModelServer (blocks).
 
     grpc_port 0/None disables gRPC. options: config, device, max_batch_size, max_wait_ms, max_k,
-    max_body_bytes, max_chars, allow_add (see `resume.serving.server.serve`).
+    max_body_bytes, max_chars, allow_add, max_added_docs, model_repository, host (see
+    `resume.serving.server.serve`).
     """
     from resume.serving.server import serve as _serve
 

@@ -8,6 +8,10 @@ One worker task takes the first queued item, then keeps collecting until `max_ba
 keeps accepting requests while the batch runs, and every call to `fn` is serialised: the index is
 never searched and modified at the same time). Requests that arrive while a batch runs form the next
 batch without waiting. `max_batch_size=1` disables batching (one request at a time).
+
+A batch whose `fn` call raises is run again item by item, so an item that fails by itself fails
+alone and the other requests of its batch get their results (the price, paid only on failure, is one
+call per item).
 """
 
 from __future__ import annotations
@@ -89,22 +93,58 @@ class MicroBatcher:
             if not live:
                 continue
             try:
-                results = await loop.run_in_executor(self.executor, self.fn, [item for item, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"batch function returned {len(results)} results for {len(live)} items")
-            except Exception as e:  # the whole batch fails with the same error; the worker keeps going
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(e)
+                results = await self._call(loop, [item for item, _ in live])
+            except Exception as e:
+                if len(live) == 1:
+                    _settle(live[0][1], error=e)
+                else:  # one bad item must not fail the others: each item again, alone
+                    await self._one_by_one(loop, live)
                 continue
-            self.n_batches += 1
-            self.n_items += len(live)
-            BATCH_SIZE.labels(self.name).observe(len(live))
+            self._count(len(live))
             for (_, fut), res in zip(live, results):
-                if not fut.done():
-                    fut.set_result(res)
+                _settle(fut, result=res)
+
+    def _count(self, n: int) -> None:
+        self.n_batches += 1
+        self.n_items += n
+        BATCH_SIZE.labels(self.name).observe(n)
+
+    async def _call(self, loop: asyncio.AbstractEventLoop, items: list[Any]) -> list[Any]:
+        try:
+            results = await loop.run_in_executor(self.executor, self.fn, items)
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as e:  # e.g. a Rust panic in a tokenizer (pyo3's PanicException): an error like others
+            raise RuntimeError(f"{type(e).__name__}: {e}") from e
+        if len(results) != len(items):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
+        return results
+
+    async def _one_by_one(self, loop: asyncio.AbstractEventLoop, live: list[tuple[Any, asyncio.Future]]) -> None:
+        """After a failed batch: run each item as a batch of one, so only the items that fail by
+        themselves get an error (the worker keeps going either way)."""
+        for item, fut in live:
+            if fut.done():
+                continue
+            try:
+                (res,) = await self._call(loop, [item])
+            except Exception as e:
+                _settle(fut, error=e)
+                continue
+            self._count(1)
+            _settle(fut, result=res)
 
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(fut: asyncio.Future, *, result: Any = None, error: BaseException | None = None) -> None:
+    """Resolve `fut` unless its request is gone (a client that went away cancels it)."""
+    if fut.done():
+        return
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)

@@ -365,19 +365,41 @@ def read_bundle_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def bundle_member(path: str | Path, meta: dict[str, Any], field: str, default: str) -> Path:
+    """`path / <the bundle.json field>` (dotted `field`, e.g. `index.dir`; `default` when absent), refused
+    with ModelError unless it is a relative path that stays inside the bundle (no `..`, no absolute path,
+    no symlink out)."""
+    value: Any = meta
+    for key in field.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    value = default if value is None else value
+    root = Path(path)
+    if not isinstance(value, str) or not value.strip():
+        raise ModelError(f"{root / BUNDLE_FILE}: {field} must be a path inside the bundle, got {value!r}")
+    target = root / value
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise ModelError(f"{root / BUNDLE_FILE}: {field} {value!r} points outside the bundle; expected a "
+                         f"relative path inside {root}")
+    return target
+
+
 def load_bundle(path: str | Path, *, device: str | None = None, dtype: str | None = None) -> LoadedBundle:
     """Load and cross-check a bundle: encoder, FAISS index and docs.jsonl must agree in size and dim.
-    dtype overrides the encoder's retriever.dtype (queries only: the index keeps the vectors it was built with)."""
+    dtype overrides the encoder's retriever.dtype (queries only: the index keeps the vectors it was built with).
+    Every path of bundle.json must stay inside the bundle (`bundle_member`)."""
     from resume.index import DocIndex, FusedIndex
     from resume.retriever import Encoder
 
     path = Path(path)
     meta = read_bundle_meta(path)
-    rdir = path / meta["retriever"].get("dir", "retriever")
+    rdir = bundle_member(path, meta, "retriever.dir", "retriever")
+    index_dir = bundle_member(path, meta, "index.dir", "index")
+    docs_path = bundle_member(path, meta, "docs", "docs.jsonl")
+    fused = meta.get("mode") == "fused"
+    doc_index_dir = bundle_member(path, meta, "documents.index.dir", "doc_index") if fused else None
     if not rdir.is_dir():
         raise ModelError(f"{rdir}: retriever model directory missing from the bundle")
-    index = DocIndex.load(path / meta["index"].get("dir", "index"))
-    docs_path = path / meta.get("docs", "docs.jsonl")
+    index = DocIndex.load(index_dir)
     if not docs_path.is_file():
         raise ModelError(f"{docs_path}: missing from the bundle")
     by_id = {str(r["_id"]): str(r["summary"]) for r in iter_jsonl(docs_path)}
@@ -386,8 +408,8 @@ def load_bundle(path: str | Path, *, device: str | None = None, dtype: str | Non
         raise DataError(str(docs_path), None, f"{len(by_id)} documents for an index of {len(index)} rows "
                         f"(ids missing from docs.jsonl: {missing[:5]})")
     texts = [by_id[i] for i in index.ids]
-    if meta.get("mode") == "fused":
-        doc_index = DocIndex.load(path / meta["documents"]["index"].get("dir", "doc_index"))
+    if fused:
+        doc_index = DocIndex.load(doc_index_dir)
         if doc_index.ids != index.ids or doc_index.dim != index.dim:
             raise ModelError(f"{path}: the document view's index does not match the summary index (ids or dim)")
         index = FusedIndex(doc_index, index, fusion=meta["fusion"], weight=meta.get("fusion_weight"),

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -94,11 +95,18 @@ def resolve_retriever_source(model: str | Path, *, device: str | None = None, wo
                              mode: str | None = None, fusion_weight: float | None = None) -> Path:
     """A local bundle directory for `--model` (downloading or bundling a run directory as needed).
 
+    work_dir: where a download (`<work_dir>/download`) or the bundle of a run directory
+    (`<work_dir>/bundle`) goes; the caller removes it. Without it, a run directory is bundled in a new
+    `resume-bundle-*` temporary directory (removed again if bundling fails) and MLflow picks the
+    download's place.
     mode / fusion_weight: the index of a run directory's bundle (`bundle_from_run_dir`); for a built
     bundle they must agree with its own (`check_bundle_mode`).
     """
     downloaded = is_mlflow_uri(str(model))
-    local = Path(download_model_uri(str(model)) if downloaded else model)
+    if downloaded:
+        local = Path(download_model_uri(str(model), dst_path=Path(work_dir) / "download" if work_dir else None))
+    else:
+        local = Path(model)
     if not local.is_dir():
         raise ModelError(f"{model}: no such directory (expected a retriever bundle, a run directory "
                          "or models:/resume-retriever@champion)")
@@ -107,12 +115,16 @@ def resolve_retriever_source(model: str | Path, *, device: str | None = None, wo
     if found is not None:
         check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight)
         return found
+    own = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="resume-bundle-") if own else work_dir)
     try:
-        return bundle_from_run_dir(local, Path(work_dir or tempfile.mkdtemp(prefix="resume-bundle-")) / "bundle",
-                                   device=device, mode=mode, fusion_weight=fusion_weight)
+        return bundle_from_run_dir(local, work / "bundle", device=device, mode=mode, fusion_weight=fusion_weight)
     except ModelError:
         raise ModelError(f"{model}: neither a retriever bundle ({BUNDLE_FILE}) nor a run directory with "
                          "iter_NN/retriever + summaries.jsonl") from None
+    finally:
+        if own and not (work / "bundle").is_dir():  # failed: nothing half-built is left behind
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _is_hf_dir(d: Path) -> bool:

@@ -4,8 +4,8 @@
         httpx.post(f"{srv.url}/v1/models/resume-retriever:predict", json={"instances": ["shock waves"]})
 
 The child gets `--http-port <free port> --grpc-port 0 --host 127.0.0.1` appended (for `serve` commands;
-`grpc=True` gives gRPC a free port too, but kserve binds it on all interfaces)
-and is stopped with SIGTERM (then SIGKILL) on exit. Its output goes to a log file, shown in the error
+`grpc=True` gives gRPC a free port too, bound on 127.0.0.1 like REST) and is stopped with SIGTERM (then
+SIGKILL) on exit. Its output goes to a log file, shown in the error
 when it dies or does not become ready in time.
 """
 
@@ -74,7 +74,7 @@ class ServerProcess:
         self.timeout = timeout
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="resume-serve-", suffix=".log")[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else None  # kserve's gRPC binds [::]
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}" if grpc else None
         self.proc: subprocess.Popen | None = None
         self.startup_s: float | None = None
 

@@ -73,12 +73,22 @@ def check_fields(obj: dict, where: str, allowed: tuple[str, ...]) -> None:
 
 
 def check_text(v: Any, where: str, *, max_chars: int, what: str = "text") -> str:
+    """A non-empty string of at most `max_chars` characters that UTF-8 can encode.
+
+    JSON allows escapes of lone surrogates (`"\\ud800"`) that decode to a Python string no tokenizer or
+    response encoder accepts: they are refused here, with 400, before the string reaches a shared batch."""
     if not isinstance(v, str):
         raise InvalidInput(f"{where}: expected a string, got {type_name(v)} {short(v)}")
     if not v.strip():
         raise InvalidInput(f"{where}: empty {what}")
     if len(v) > max_chars:
         raise InvalidInput(f"{where}: {len(v)} characters; at most {max_chars} allowed")
+    try:
+        if not v.isascii():  # ASCII (most queries) is encodable; isascii is O(1) on CPython's str
+            v.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidInput(f"{where}: not valid Unicode text: a lone surrogate {v[e.start]!r} at character "
+                           f"{e.start} (UTF-8 cannot encode it)") from None
     return v
 
 

@@ -20,19 +20,29 @@ Protocols (both on the same model name):
 Concurrent queries (of one request or of many) go through a `MicroBatcher`: one encoder forward pass
 and one FAISS search per batch.
 
-Adding documents without a restart: a second model, `<name>-add`, shares the index:
+Adding documents without a restart (opt-in: `resume serve --allow-add`; `build_models` registers the add
+model only then): a second model, `<name>-add`, shares the index:
 - v1: `{"instances": [{"_id": "new-1", "text": "..."}]}` -> `{"predictions": [{"_id", "summary", "summarized",
   "n_docs"}]}`; v2: BYTES inputs `_id` and `text` of the same length.
 The text is summarised first when the service was started with `--summarizer`, then encoded and
 appended to the index on the batcher's thread (so it is serialised with searches): once the response
 is back, the id is searchable. Additions live in memory (they are lost on restart; rebuild the
-bundle to keep them), and an existing `_id` is rejected with 400.
+bundle to keep them, and they are on one replica only), an existing `_id` is rejected with 400, an `_id`
+must be letters, digits and `._:@+#=-` (no spaces, slashes or control characters), and at most
+`max_added_docs` documents are added over the server's life (then 400 naming the cap).
+
+A run directory (or an MLflow URI) is bundled / downloaded at `load()` into a temporary directory
+(`resume-bundle-*` in the system's temp directory), removed by `stop()` (kserve stops its models at
+shutdown), when `load()` fails, or at the latest when the interpreter exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+import tempfile
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,6 +69,7 @@ InferResponse = kserve.InferResponse
 
 QUERY_FIELDS = ("query", "k")
 ADD_FIELDS = ("_id", "text")
+DOC_ID_RE = re.compile(r"[\w.:@+#=-]+")  # an added document's id: no spaces, slashes or control characters
 
 
 class RetrieverModel(kserve.Model):
@@ -71,7 +82,8 @@ class RetrieverModel(kserve.Model):
     queries per encoder forward pass inside a micro-batch (they are length-sorted first; default 8 on
     CPU, where less padding pays, the bundle's batch_size on GPU).
     summarizer: a `SummaryGenerator` (or a source string for one) used to summarise added documents.
-    allow_add: register the `<name>-add` model (see `add_model()`).
+    allow_add: recorded for the server, which registers the `<name>-add` model (`add_model()`) only then.
+    max_added_docs: how many documents `add_documents` accepts over the model's life.
     index_mode / fusion_weight: the index of a run directory's bundle (`summary`, `fused`, `long_only`;
     default the run's `evaluate.mode`, and for `fused` the run's own weight); a built bundle must agree.
     """
@@ -79,8 +91,8 @@ class RetrieverModel(kserve.Model):
     def __init__(self, name: str, source: str, *, device: str | None = None, max_batch_size: int = 32,
                  max_wait_ms: float = 2.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
                  max_doc_chars: int = 100_000, max_instances: int = 256, summarizer: Any = None,
-                 allow_add: bool = True, encode_batch_size: int | None = None, dtype: str | None = None,
-                 index_mode: str | None = None, fusion_weight: float | None = None):
+                 allow_add: bool = False, encode_batch_size: int | None = None, dtype: str | None = None,
+                 index_mode: str | None = None, fusion_weight: float | None = None, max_added_docs: int = 1000):
         super().__init__(name)
         self.source = source
         self.device = device
@@ -91,18 +103,32 @@ class RetrieverModel(kserve.Model):
         self.max_query_chars, self.max_doc_chars, self.max_instances = max_query_chars, max_doc_chars, max_instances
         self.summarizer = summarizer
         self.allow_add = allow_add
+        self.max_added_docs = max_added_docs
+        self.n_added = 0
         self.encode_batch_size = encode_batch_size
         self.bundle = None
         self.batcher: MicroBatcher | None = None
+        self._work_dir: tempfile.TemporaryDirectory | None = None
 
     # ---------------------------------------------------------------------------------------- load
 
     def load(self) -> bool:
+        try:
+            return self._load()
+        except BaseException:
+            self._remove_work_dir()
+            raise
+
+    def _load(self) -> bool:
         from resume.serving.bundle import load_bundle
         from resume.serving.loading import resolve_retriever_source
 
+        # a run directory is bundled (an MLflow URI downloaded) here; an unused one is removed at once
+        self._work_dir = tempfile.TemporaryDirectory(prefix="resume-bundle-")
         path = resolve_retriever_source(self.source, device=self.device, mode=self.index_mode,
-                                        fusion_weight=self.fusion_weight)
+                                        fusion_weight=self.fusion_weight, work_dir=self._work_dir.name)
+        if not path.resolve().is_relative_to(Path(self._work_dir.name).resolve()):
+            self._remove_work_dir()
         self.bundle = load_bundle(path, device=self.device, dtype=self.dtype)
         enc = self.bundle.encoder
         enc.encode_queries(["warm-up query"])  # first call pays lazy initialisation
@@ -119,9 +145,15 @@ class RetrieverModel(kserve.Model):
         self.ready = True
         return self.ready
 
+    def _remove_work_dir(self) -> None:
+        if self._work_dir is not None:
+            self._work_dir.cleanup()
+            self._work_dir = None
+
     def stop(self):
         if self.batcher is not None:
             self.batcher.close()
+        self._remove_work_dir()
         super().stop()
 
     @property
@@ -215,6 +247,7 @@ class RetrieverModel(kserve.Model):
         dup = [i for i in ids if self._has(i)]
         if dup:  # re-checked here: a concurrent request may have added it since `add_documents` looked
             raise InvalidInput(f"_id {dup[0]!r} is already indexed; ids must be new")
+        self._check_cap(len(ids))  # and the cap, for the same reason
         if b.mode == "long_only":
             from resume.evaluate import long_only_texts
 
@@ -226,9 +259,17 @@ class RetrieverModel(kserve.Model):
         else:
             b.index.add(ids, emb)
         b.texts.extend(summaries)
+        self.n_added += len(ids)
         return len(b.index), summaries
 
+    def _check_cap(self, n: int) -> None:
+        if self.n_added + n > self.max_added_docs:
+            raise InvalidInput(f"{n} document(s) to add, {self.n_added} added already: the server accepts at most "
+                               f"{self.max_added_docs} added documents (--max-added-docs); rebuild the bundle to "
+                               "index more")
+
     async def add_documents(self, docs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        self._check_cap(len(docs))  # before any summarising
         ids = [d for d, _ in docs]
         seen: set[str] = set()
         for i, d in enumerate(ids):
@@ -260,6 +301,9 @@ class RetrieverModel(kserve.Model):
         if isinstance(doc_id, int) and not isinstance(doc_id, bool):
             doc_id = str(doc_id)
         doc_id = check_text(doc_id, f"{where}._id", max_chars=256, what="_id").strip()
+        if not DOC_ID_RE.fullmatch(doc_id):
+            raise InvalidInput(f"{where}._id: {short(doc_id)} is not a document id: use letters, digits and "
+                               "._:@+#=- only (no spaces, slashes or control characters)")
         text = check_text(text, f"{where}.text", max_chars=self.max_doc_chars, what="text")
         return doc_id, text
 
