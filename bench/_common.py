@@ -1,12 +1,16 @@
 """Pieces shared by the benchmarks: for the FAISS ones (bench_index.py, bench_eval.py) the NumPy baseline,
 the thread limit and the environment block of their JSON; for the serving ones (bench_serving.py,
-bench_query_dtype.py) the top-10 agreement of two rankings."""
+bench_serving_peer.py, bench_query_dtype.py) the top-10 agreement of two rankings and the closed-loop load
+generator (`RawClient`, `drive`, `summarize`)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import platform
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,3 +54,87 @@ def faiss_env() -> dict[str, Any]:
     return {"python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__,
             "faiss_threads": faiss.omp_get_max_threads(), "cpus": os.cpu_count(),
             "machine": platform.machine(), "loadavg_1m_at_end": os.getloadavg()[0]}
+
+
+# ------------------------------------------------------------------------------------ load generation
+
+
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client over asyncio streams: far less CPU per request than httpx,
+    so on a small machine the load generator takes little from the server it measures."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {k.strip().lower(): v.strip() for k, v in (x.split(":", 1) for x in lines[1:] if ":" in x)}
+        data = await self.reader.readexactly(int(headers["content-length"]))
+        if headers.get("connection", "").lower() == "close":
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def drive(url: str, path: str, bodies: Sequence[bytes], ok: Callable[[Any], bool], *, clients: int,
+                duration: float, max_requests: int) -> dict[str, Any]:
+    """`clients` closed-loop keep-alive clients POSTing `bodies` round-robin to `url + path` for `duration`
+    seconds or `max_requests` requests in all, whichever comes first. A request counts as good when it gets
+    200 and `ok(parsed JSON answer)` is true; anything else (status, bad JSON, a broken connection) is an
+    error. Returns {"lat": [seconds of each good request], "errors": [reprs], "wall": seconds}."""
+    lat: list[float] = []
+    errors: list[str] = []
+    counter = {"next": 0}
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    stop_at = time.perf_counter() + duration
+
+    async def worker():
+        c = RawClient(host, int(port))
+        try:
+            while time.perf_counter() < stop_at and counter["next"] < max_requests:
+                i = counter["next"]
+                counter["next"] += 1
+                t0 = time.perf_counter()
+                try:
+                    status, data = await c.post(path, bodies[i % len(bodies)])
+                    good = status == 200 and bool(ok(json.loads(data)))
+                except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, IndexError, TypeError) as e:
+                    errors.append(repr(e))
+                    await c.close()
+                    continue
+                if not good:
+                    errors.append(f"{status} {data[:200]!r}")
+                    continue
+                lat.append(time.perf_counter() - t0)
+        finally:
+            await c.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return {"lat": lat, "errors": errors, "wall": time.perf_counter() - t0}
+
+
+def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One server's load phases (`drive` results) pooled: requests, errors, QPS, p50/p99/mean latency."""
+    lat = [x for p in parts for x in p["lat"]]
+    errors = [e for p in parts for e in p["errors"]]
+    wall = sum(p["wall"] for p in parts)
+    ms = np.array(lat) * 1000
+    return {"requests": len(lat) + len(errors), "ok": len(lat), "errors": len(errors), "error_samples": errors[:3],
+            "wall_s": round(wall, 2), "qps": round(len(lat) / wall, 1) if wall else 0.0,
+            "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+            "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+            "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
+            "qps_per_round": [round(len(p["lat"]) / p["wall"], 1) if p["wall"] else 0.0 for p in parts]}

@@ -1,6 +1,7 @@
 """How search cost grows: flat (exact, the baseline) vs IVF vs HNSW over 10k, 100k and 1M vectors.
 
-    .venv/bin/python bench/bench_scaling.py                       # -> bench/scaling.json (about 20 min, 3.5 GB)
+    .venv/bin/python bench/bench_scaling.py                       # -> bench/scaling.json (28 min loaded, 3.4 GiB)
+    .venv/bin/python bench/bench_scaling.py --markdown bench/scaling.json   # the README section, no rerun
     .venv/bin/python bench/bench_scaling.py --sizes 10000,100000 --out bench/out/scaling.json   # a few minutes
 
 Vectors: real all-MiniLM-L6-v2 embeddings (`resume.retriever.Encoder`, fp32) of the 1400 Cranfield
@@ -147,12 +148,17 @@ def tiled_corpus(docs: np.ndarray, n: int, scale: float, factor: np.ndarray, see
 # ------------------------------------------------------------------------------------------- measuring
 
 
-def rss_bytes() -> int:
+def _status_bytes(field: str) -> int:
+    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: the peak), in bytes (0 if absent)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes() -> int:
+    return _status_bytes("VmRSS")
 
 
 def index_bytes(index) -> int:
@@ -319,14 +325,56 @@ def growth(sizes: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _exponents(result: dict[str, Any], kind: str) -> list[float]:
+    return [g["exponent"] for g in result.get("growth", {}).get(kind, [])]
+
+
 def markdown(result: dict[str, Any]) -> str:
-    """The README table of a result (`--markdown bench/scaling.json` prints it without running anything)."""
-    lines = ["| vectors | index (defaults) | build s | index MiB | QPS (wall) | QPS per CPU-s | x flat (CPU-s) "
-             "| one query, ms | recall@100 |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    """The README's scale section body for a result: conditions, the table, growth, recall verdict and the
+    auto choice (`--markdown bench/scaling.json` prints it without running anything)."""
+    m, d = result["machine"], result["defaults"]
+    load = [v for v in (result.get("loadavg_at_start", [None])[0], result.get("loadavg_at_end", [None])[0],
+                        *(r.get(key) for r in result["sizes"] for key in ("loadavg_1m_at_start", "loadavg_1m_at_end")))
+            if v is not None]
+    threads = m.get("faiss_threads", "?")
+    when = f" ({result['time'][:10]})" if result.get("time") else ""
+    lines = [
+        f"One run of `bench/bench_scaling.py`{when}: {m.get('cpu_model', '?')}, {m.get('cpus', '?')} cores "
+        f"({', '.join(m.get('cpu_flags', []))}), {m.get('dtype', 'float32')} vectors, FAISS {m.get('faiss', '?')} "
+        f"on {threads} thread{'' if threads == 1 else 's'}, 1-minute load average "
+        f"{f'{min(load):.1f}-{max(load):.1f}' if load else '?'} over the run (a shared machine: the QPS-per-CPU-second column, process CPU "
+        f"time, is the steadier one). {result['what'][:1].upper() + result['what'][1:]}; recall@100 against flat (exact) search in the same run. "
+        "Memory: the index as `faiss.write_index` writes it (what it holds in RAM).",
+        "",
+        "| vectors | index (defaults) | build s | memory MiB | QPS (wall) | QPS per CPU-s | x flat (CPU-s) "
+        "| one query, ms | recall@100 |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in result["table"]:
         lines.append(f"| {r['n']:,} | {r['kind']} ({r['params']}) | {r['build_s']:.1f} | {r['index_mib']:,.0f} | "
                      f"{r['qps_wall']:,.0f} | {r['qps_per_cpu_s']:,.0f} | {r['x_flat_cpu']:.1f} | "
                      f"{r['single_ms']:.1f} | {r['recall_at_100']:.4f} |")
+    sizes = [r["n"] for r in result["sizes"]]
+    steps = ", ".join(f"{a:,} to {b:,}" for a, b in zip(sizes, sizes[1:]))
+    grow = "; ".join(f"{k} {', '.join(f'{e:.2f}' for e in _exponents(result, k))}" for k in ("flat", "ivf", "hnsw")
+                     if _exponents(result, k))
+    sub = {k: bool(_exponents(result, k)) and all(e < 1 for e in _exponents(result, k)) for k in ("ivf", "hnsw")}
+    lows = [(r[k]["recall_at_100"], k, r["n"]) for r in result["sizes"] for k in ("ivf", "hnsw")
+            if "recall_at_100" in r.get(k, {})]
+    low = min(lows) if lows else None
+    auto = d.get("auto_kind_above", "?")
+    lines += [
+        "",
+        f"Growth of search time (exponent b in CPU time ~ n^b, {steps}): {grow}. "
+        f"Sub-linear (b < 1 at every step): IVF {'yes' if sub['ivf'] else 'no'}, HNSW {'yes' if sub['hnsw'] else 'no'}.",
+        "",
+        f"Defaults (`EvalConfig`): nlist {d['nlist']}, nprobe {d['nprobe']}; HNSW M {d['hnsw_m']}, efSearch "
+        f"{d['ef_search']}, efConstruction {d['ef_construction']}. Recall@100 >= 0.99 at every size: "
+        f"{'yes' if result.get('defaults_meet_recall_0_99') else 'no'}"
+        + (f" (lowest {low[0]:.4f}, {low[1]} at {low[2]:,})." if low else "."),
+        "",
+        f"`evaluate.index: {d['index']}` builds flat (exact) below {d['auto_min_docs']:,} vectors and {auto} from "
+        f"{d['auto_min_docs']:,} on (`resume.index.choose_kind`; `evaluate.auto_min_docs` moves the threshold).",
+    ]
     return "\n".join(lines)
 
 
@@ -378,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "params": {k: v for k, v in vars(args).items()},
         "machine": machine(args.threads),
         "loadavg_at_start": [round(v, 2) for v in load_start],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     factor = noise_factor(docs)
     result["noise"] = calibrate_noise(docs, factor, args.seed)
@@ -397,19 +446,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["defaults_meet_recall_0_99"] = all(r[kind]["recall_at_100"] >= 0.99 for r in result["sizes"]
                                               for kind in ("ivf", "hnsw") if "recall_at_100" in r[kind])
     result["loadavg_at_end"] = [round(v, 2) for v in os.getloadavg()]
-    result["peak_rss_bytes"] = _peak_rss()
+    result["peak_rss_bytes"] = _status_bytes("VmHWM")
     result["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     atomic_write_json(args.out, result)
     print(json.dumps(result["table"], indent=1))
     return result
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 if __name__ == "__main__":

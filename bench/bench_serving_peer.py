@@ -1,7 +1,7 @@
 """Serving against a peer: `resume serve retriever` vs infinity-emb, same model, clients and machine, one run.
 
     .venv/bin/python bench/bench_serving_peer.py                    # -> bench/out/serving_peer.json (about 3 min)
-    .venv/bin/python bench/bench_serving_peer.py --peer-bin /tmp/peer-venv/bin/infinity_emb --duration 40
+    .venv/bin/python bench/bench_serving_peer.py --peer-bin /work/peer-venv/bin/infinity_emb --duration 40
 
 The peer is infinity-emb (`infinity_emb v2`, torch engine, CPU, float32, max batch 32), an embedding
 server users run for exactly this job, serving the same all-MiniLM-L6-v2 weights from the local files the
@@ -14,8 +14,9 @@ bundle of the first `--docs` Cranfield documents (bench_serving.py's bundle: sea
 microseconds, so the work per request is the query embedding, plus our top-10 answer).
 
 Work: one query per request (Cranfield queries round-robin), `--clients` concurrent keep-alive clients
-(bench_serving.py's RawClient), `--rounds` load phases per server that alternate between the servers (all up
-side by side; an idle one costs little CPU), `--duration` seconds per server in all. The peer runs twice:
+(bench/_common.py's RawClient), `--rounds` load phases per server that alternate between the servers (all up
+side by side; an idle one costs little CPU), `--duration` seconds per server in all (the load generator is
+bench/_common.py's `drive`, shared with bench_serving.py). The peer runs twice:
 with its defaults (torch's thread count: all cores) and with OMP_NUM_THREADS=1 (the thread count ours uses);
 the better of the two is "the peer". The ceiling: resume.retriever.Encoder alone in this process, one
 torch thread, float32, the same queries in micro-batches of `--clients` (what a full service batch is),
@@ -39,11 +40,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-from bench_serving import NAME, RawClient, batch_stats, build_bundle, queries, summarize
+from _common import drive, summarize
+from bench_serving import V1_PATH, batch_stats, build_bundle, queries, v1_target
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "all-minilm-l6-v2"
-PEER_VENVS = (ROOT / "bench" / ".peer-venv", Path("/tmp/peer-venv"))
+PEER_VENVS = (ROOT.parent / "peer-venv", ROOT / "bench" / ".peer-venv", Path("/tmp/peer-venv"))
 
 
 class PeerProcess:
@@ -85,41 +87,6 @@ class PeerProcess:
         self._log.close()
 
 
-async def drive(url: str, path: str, bodies: list[bytes], ok, *, clients: int, duration: float,
-                max_requests: int) -> dict[str, Any]:
-    """`clients` closed-loop clients POSTing `bodies` round-robin to `url + path`; `ok(json)` checks an answer."""
-    lat: list[float] = []
-    errors: list[str] = []
-    counter = {"next": 0}
-    host, port = url.removeprefix("http://").split(":")
-    stop_at = time.perf_counter() + duration
-
-    async def worker():
-        c = RawClient(host, int(port))
-        try:
-            while time.perf_counter() < stop_at and counter["next"] < max_requests:
-                i = counter["next"]
-                counter["next"] += 1
-                t0 = time.perf_counter()
-                try:
-                    status, data = await c.post(path, bodies[i % len(bodies)])
-                    good = status == 200 and ok(json.loads(data))
-                except (OSError, asyncio.IncompleteReadError, ValueError, KeyError, IndexError, TypeError) as e:
-                    errors.append(repr(e))
-                    await c.close()
-                    continue
-                if not good:
-                    errors.append(f"{status} {data[:200]!r}")
-                    continue
-                lat.append(time.perf_counter() - t0)
-        finally:
-            await c.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    return {"lat": lat, "errors": errors, "wall": time.perf_counter() - t0}
-
-
 def encoder_ceiling(encoder, qs: list[str], batch: int, seconds: float = 6.0) -> dict[str, Any]:
     """Queries per second of the encoder alone in micro-batches of `batch` (best of passes over `seconds`)."""
     encoder.encode_queries(qs[:batch], batch_size=batch)  # warm-up
@@ -148,7 +115,8 @@ def find_peer(explicit: str | None) -> Path | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--peer-bin", help="infinity_emb executable (default: bench/.peer-venv or /tmp/peer-venv)")
+    p.add_argument("--peer-bin", help="infinity_emb executable (default: the first of "
+                                      f"{', '.join(str(v) for v in PEER_VENVS)} that has bin/infinity_emb)")
     p.add_argument("--docs", type=int, default=300, help="documents in our bundle (bench_serving.py's default)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--duration", type=float, default=24.0, help="seconds of load per server (at most 60)")
@@ -182,10 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     ceiling = [encoder_ceiling(encoder, qs, args.clients)]
 
-    ours_body = [json.dumps({"instances": [{"query": q, "k": 10}]}).encode() for q in qs]
     peer_body = [json.dumps({"model": MODEL, "input": [q]}).encode() for q in qs]
     targets = {
-        "ours": (f"/v1/models/{NAME}:predict", ours_body, lambda r: len(r["predictions"][0]["doc_ids"]) == 10),
+        "ours": v1_target(qs),
         "infinity_default_threads": ("/embeddings", peer_body, lambda r: len(r["data"][0]["embedding"]) == 384),
         "infinity_1_thread": ("/embeddings", peer_body, lambda r: len(r["data"][0]["embedding"]) == 384),
     }
@@ -206,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             servers["infinity_1_thread"].url + "/embeddings", json={"model": MODEL, "input": qs[:20]},
             timeout=60).json()["data"]], np.float32)
         probe["infinity_vs_encoder_min_cosine"] = round(float(cosines(emb, ref).min()), 6)
-        hits = httpx.post(f"{servers['ours'].url}/v1/models/{NAME}:predict", timeout=60,
+        hits = httpx.post(f"{servers['ours'].url}{V1_PATH}", timeout=60,
                           json={"instances": [{"query": q, "k": 1} for q in qs[:20]]}).json()["predictions"]
         probe["ours_answers"] = len(hits)
         for name, srv in servers.items():  # warm-up

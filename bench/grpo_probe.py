@@ -31,8 +31,34 @@ def measure(cfg, data: str, model: str, out: Path, ids: list[str]) -> dict:
     path = out / "summaries.jsonl"
     stats = summarize_corpus(cfg, data_dir=data, model=model, retriever=cfg.retriever.model, out_path=path,
                              doc_ids=ids)
-    q = quality_signals(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids)
+    q = quality_signals(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids, per_doc=True)
     return {"quality": q["text"], "fixed_judge": q["fixed_judge"], "generation_s": stats["generation_time_s"]}
+
+
+def measure_lead(cfg, data: str, out: Path, ids: list[str]) -> dict:
+    """The lead control (title + first sentence, no LLM) on the same documents, scored the same way."""
+    from resume.lead import write_lead_summaries
+    from resume.quality import quality_signals
+
+    path = out / "summaries.jsonl"
+    if not path.exists():
+        write_lead_summaries(data, path, retriever_tokenizer=cfg.retriever.model)
+    q = quality_signals(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids, per_doc=True)
+    return {"fixed_judge": q["fixed_judge"]}
+
+
+def paired(a: dict, b: dict) -> dict:
+    """b - a on the documents both were scored on (per-document Delta of the fixed judge): mean gain,
+    documents better / worse, paired t-test and Wilcoxon p-values."""
+    from scipy import stats
+
+    da, db = a["fixed_judge"]["delta_per_doc"], b["fixed_judge"]["delta_per_doc"]
+    ids = [d for d in da if d in db]
+    x = [db[d] - da[d] for d in ids]
+    nz = [v for v in x if v != 0]
+    return {"n": len(ids), "gain": sum(x) / len(x), "better": sum(v > 0 for v in x), "worse": sum(v < 0 for v in x),
+            "t_p": float(stats.ttest_rel([db[d] for d in ids], [da[d] for d in ids]).pvalue),
+            "wilcoxon_p": float(stats.wilcoxon(nz).pvalue) if len(nz) >= 6 else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT / "data" / "cranfield"))
     ap.add_argument("--set", action="append", default=[], help="config override for every setting")
     ap.add_argument("--sweep", default=None, help="KEY=V1,V2,...: one GRPO round per value")
+    ap.add_argument("--measure-only", action="store_true", help="f_0 (and --lead) only: no GRPO round")
+    ap.add_argument("--lead", action="store_true", help="also score the lead control on the same documents")
     ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_probe.json"))
     args = ap.parse_args(argv)
 
@@ -61,11 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     ids = judge_doc_ids(base, ds)
     out_root = ROOT / "bench" / "out" / "grpo_probe"
     t0 = time.perf_counter()
-    before = measure(base, args.data, base.summarizer.model, out_root / "f0", ids)
+    f0_dir = out_root / ("f0-" + Path(str(base.summarizer.model)).name.replace("/", "_"))  # one cache per model
+    before = measure(base, args.data, base.summarizer.model, f0_dir, ids)
     print(f"before: delta {before['fixed_judge']['delta_mean']:+.4f} reward {before['fixed_judge']['reward_mean']:+.3f}",
           flush=True)
+    lead = None
+    if args.lead:
+        lead = measure_lead(base, args.data, out_root / "lead", ids)
+        lead["vs_f0"] = paired(before, lead)
+        print(f"lead: delta {lead['fixed_judge']['delta_mean']:+.4f} (vs f_0: {lead['vs_f0']})", flush=True)
     rounds = {}
-    for tag, extra in settings:
+    for tag, extra in ([] if args.measure_only else settings):
         cfg = load_config(args.config, [*args.set, *extra])
         d = out_root / tag.replace("/", "_")
         model_dir = d / "summarizer"
@@ -78,12 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         log = list(iter_jsonl(model_dir / "reward_log.jsonl"))
         rounds[tag] = {"overrides": extra, "after": after, "train_s": round(train_s, 1), "reward_log": log,
                        "delta_gain": after["fixed_judge"]["delta_mean"] - before["fixed_judge"]["delta_mean"],
-                       "reward_gain": after["fixed_judge"]["reward_mean"] - before["fixed_judge"]["reward_mean"]}
+                       "reward_gain": after["fixed_judge"]["reward_mean"] - before["fixed_judge"]["reward_mean"],
+                       "paired_vs_f0": paired(before, after)}
         print(f"{tag}: delta {after['fixed_judge']['delta_mean']:+.4f} ({rounds[tag]['delta_gain']:+.4f}) reward "
               f"{after['fixed_judge']['reward_mean']:+.3f} ({rounds[tag]['reward_gain']:+.3f}); train {train_s:.0f} s; "
               f"round reward {[round(r.get('reward_mean', 0), 2) for r in log]}", flush=True)
     doc = {"config": args.config, "overrides": args.set, "n_judge_docs": len(ids), "env": run_env(base),
-           "grpo": base.to_dict()["grpo"], "before": before, "rounds": rounds,
+           "summarizer": base.to_dict()["summarizer"], "grpo": base.to_dict()["grpo"], "before": before,
+           "lead": lead, "rounds": rounds,
            "seconds": round(time.perf_counter() - t0, 1),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_json(Path(args.out), doc)

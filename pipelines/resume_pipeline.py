@@ -12,15 +12,23 @@ early when the reward / dev MRR@10 gain falls under eps (LoopConfig). The config
       -> evaluate (dev, test) -> should-continue
 
 Before the loop, as `resume run` does: resolve-config (one config artifact for every task, the
-working set written once as a Dataset, the MLflow parent run), the Baseline (g_0 over full
+working set written once as a Dataset), start-run (the MLflow parent run), the Baseline (g_0 over full
 documents, test) and iteration 0 (S_0 = the initial summarizer's summaries; g_0 over S_0 on dev, the
 reference for iteration 1's early stopping, and on test, the Fixed Summary system). The final register-model
 step runs in the `dsl.Else` of the iteration that stopped (or after the last one), so it always
 gets the last iteration's models without `dsl.OneOf` (which fails under kfp.local).
 
-Resources per task come from the module constants below; caching is explicit per task: training,
-summaries and evaluation are deterministic functions of their inputs (cached), resolve-config and
-register-model have side effects in MLflow (never cached). MLflow credentials come from the
+Resources per task come from the module constants below. Caching is explicit per task: resolve-config,
+training, summaries and evaluation are deterministic functions of their inputs (cached); start-run,
+should-continue and register-model have side effects in MLflow (never cached). KFP's cache key is the
+task's input parameter values and input artifacts, its output specs (URIs wiped), image, command and
+args, PVCs and env, so no cached task takes a run-specific input: not the MLflow parent run id (the
+cached components find the parent run from their output URIs, `resume.kfp_ops.parent_run_for`), no
+output of an uncached task, no `{{$.pipeline_job_*}}` placeholder; two runs with the same arguments give
+each cached task the same key (tests/test_pipeline_cache.py). Retries (`RETRIES`, `RETRY_BACKOFF`):
+every task but register-model (whose MLflow registration is not idempotent) is retried with exponential
+backoff; grpo-train resumes from its checkpoints on the shared volume (deterministic work dir per task,
+`resume.kfp_ops.task_work_name`) and re-attaches to its Ray job. MLflow credentials come from the
 `resume-mlflow` Secret (manifests/secrets/mlflow-secret.template.yaml), never from parameters.
 """
 
@@ -46,6 +54,7 @@ def _load(sub: str):
 
 _control = _load("control")
 resolve_config = _control.resolve_config
+start_run = _control.start_run
 should_continue = _control.should_continue
 grpo_train = _load("grpo_train").grpo_train
 summarize_corpus = _load("summarize_corpus").summarize_corpus
@@ -72,21 +81,31 @@ SHM_SIZE = "16Gi"                       # memory-backed /dev/shm of retriever-fi
 
 # (cpu request, memory request, cpu limit, memory limit, gpus, cache)
 RESOURCES = {
-    "resolve-config": ("500m", "1Gi", "1", "2Gi", 0, False),
+    "resolve-config": ("500m", "1Gi", "1", "2Gi", 0, True),     # deterministic: the cache chain starts here
+    "start-run": ("250m", "512Mi", "500m", "1Gi", 0, False),    # opens the MLflow parent run
     "grpo-train": ("1", "4Gi", "2", "8Gi", 0, True),            # the work runs on the KubeRay cluster
     "summarize-corpus": ("4", "16Gi", "8", "32Gi", SUMMARIZE_GPUS, True),
     "retriever-finetune": ("8", "32Gi", "16", "64Gi", FINETUNE_GPUS, True),
     "evaluate": ("4", "16Gi", "8", "32Gi", 0, True),
-    "should-continue": ("250m", "512Mi", "500m", "1Gi", 0, True),
+    "should-continue": ("250m", "512Mi", "500m", "1Gi", 0, False),  # cheap; logs its decision to MLflow
     "register-model": ("1", "4Gi", "2", "8Gi", 0, False),
 }
+# Retries per task (`set_retry`; 0 = none). Safe where an attempt can be repeated: the stages are
+# deterministic, grpo-train resumes from the killed attempt's checkpoints (and Ray job), summarize-corpus on
+# Ray from its completion cache, start-run reuses the parent run it tagged. Not register-model: a repeated
+# attempt could register a second model version.
+RETRIES = {"resolve-config": 2, "start-run": 2, "grpo-train": 2, "summarize-corpus": 2, "retriever-finetune": 2,
+           "evaluate": 2, "should-continue": 2, "register-model": 0}
+RETRY_BACKOFF = {"backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 
 
 def _setup(task: dsl.PipelineTask, kind: str, display: str, *, resources: dict | None = None,
            shared: bool = False) -> dsl.PipelineTask:
-    """Display name, caching, requests/limits, GPUs, the MLflow Secret as env, the shared volume."""
+    """Display name, caching, retries, requests/limits, GPUs, the MLflow Secret as env, the shared volume."""
     cpu, mem, cpu_lim, mem_lim, gpus, cache = (resources or RESOURCES)[kind]
     task.set_display_name(display).set_caching_options(cache)
+    if RETRIES[kind]:
+        task.set_retry(num_retries=RETRIES[kind], **RETRY_BACKOFF)
     task.set_cpu_request(cpu).set_memory_request(mem).set_cpu_limit(cpu_lim).set_memory_limit(mem_lim)
     if gpus:
         task.set_accelerator_type(GPU_TYPE).set_accelerator_limit(gpus)
@@ -140,10 +159,13 @@ def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FI
             config_path=config_path, overrides=overrides, data_path=data_path,
             summarizer_model=summarizer_model, retriever_model=retriever_model,
             grpo_max_steps=grpo_max_steps, grpo_learning_rate=grpo_learning_rate,
-            finetune_max_steps=finetune_max_steps, finetune_learning_rate=finetune_learning_rate,
-            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "resolve-config", "resolve-config")
-        common = {"config": cfg_task.outputs["config"], "data": cfg_task.outputs["data"],
-                  "parent_run_id": cfg_task.outputs["Output"]}
+            finetune_max_steps=finetune_max_steps, finetune_learning_rate=finetune_learning_rate),
+            "resolve-config", "resolve-config")
+        common = {"config": cfg_task.outputs["config"], "data": cfg_task.outputs["data"]}
+        # The MLflow parent run: its id goes to the uncached tasks only (see the module docstring).
+        run_task = _setup(start_run(config=cfg_task.outputs["config"], kfp_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                    kfp_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER), "start-run", "start-run")
+        parent_run_id = run_task.outputs["Output"]
 
         # Baseline: g_0 over full documents (test). Iteration 0: S_0 = f_0's summaries, g_0 over S_0
         # on dev (the early-stopping reference of iteration 1) and test (the Fixed Summary system).
@@ -186,7 +208,8 @@ def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FI
                                   summaries=it["summaries"], eval_test=it["test"].outputs["eval_dir"],
                                   eval_dev=it["dev"].outputs["eval_dir"], grpo_metrics=it["grpo_metrics"],
                                   baseline_eval=baseline.outputs["eval_dir"],
-                                  fixed_summary_eval=it0["test"].outputs["eval_dir"], iteration=t, **common),
+                                  fixed_summary_eval=it0["test"].outputs["eval_dir"], iteration=t,
+                                  parent_run_id=parent_run_id, **common),
                    "register-model", f"register-model-iter{t}")
 
         def loop(t: int, prev: dict | None) -> None:
@@ -198,7 +221,7 @@ def build_pipeline(max_iterations: int = MAX_ITERATIONS, finetune_gpus: int = FI
             prev_dev = (prev or it0)["dev"].outputs["metrics"]
             c = _setup(should_continue(config=common["config"], grpo_metrics=it["grpo_metrics"],
                                        eval_metrics=it["dev"].outputs["metrics"], prev_eval_metrics=prev_dev,
-                                       iteration=t, parent_run_id=common["parent_run_id"], **c_kw),
+                                       iteration=t, parent_run_id=parent_run_id, **c_kw),
                        "should-continue", f"should-continue-iter{t}")
             with dsl.If(c.output == True, name=f"iteration-{t + 1}"):  # noqa: E712 - a KFP condition
                 loop(t + 1, it)

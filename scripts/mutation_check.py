@@ -51,7 +51,7 @@ MUTATIONS = (
     Mutation(
         "grpo_from_f0_with_g0",
         "GRPO of every iteration starts from f_0 with g_0 as reward model (instead of f_{t-1}, g_{t-1})",
-        (("src/resume/loop.py", 'lambda f=f_prev, g=g_prev, o=out: grpo(', 'lambda f=ctx.f0, g=ctx.g0, o=out: grpo('),),
+        (("src/resume/loop.py", 'def train(f=f_prev, g=g_prev,', 'def train(f=ctx.f0, g=ctx.g0,'),),
         LOOP_FAST),
     Mutation(
         "summaries_from_f0",

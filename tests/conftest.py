@@ -36,3 +36,11 @@ def one_faiss_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def rp():
+    """The pipeline module, loaded once per test module."""
+    from _pipeline import load_pipeline_module
+
+    return load_pipeline_module()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resume.cli import main
@@ -98,6 +100,21 @@ def test_int_is_accepted_for_float_and_roundtrip(tmp_path, repo_root):
     assert load_config(None).loop.systems == list(SYSTEMS)
 
 
+
+def test_exponent_floats_without_a_dot_are_floats(tmp_path, repo_root):
+    """`--set grpo.learning_rate=1e-6` (and the same in a YAML file): PyYAML reads it as a string."""
+    cfg = load_config(repo_root / "configs" / "demo.yaml", ["grpo.learning_rate=1e-6", "finetune.learning_rate=2E-5"])
+    assert cfg.grpo.learning_rate == 1e-6 and cfg.finetune.learning_rate == 2e-5
+    f = tmp_path / "c.yaml"
+    f.write_text("grpo:\n  learning_rate: 3e-7\n")
+    assert load_config(f).grpo.learning_rate == 3e-7
+    for bad in ("e-6", "1e", "1e-6x", "nan"):  # still errors, naming the key
+        with pytest.raises(ConfigError, match="grpo.learning_rate"):
+            load_config(None, [f"grpo.learning_rate={bad}"])
+    with pytest.raises(ConfigError, match="summarizer.max_new_tokens"):  # an int field does not take it
+        load_config(None, ["summarizer.max_new_tokens=1e2"])
+
+
 def test_cli_reports_config_error_in_one_line(repo_root, capsys):
     rc = main(["evaluate", "--config", str(repo_root / "configs" / "tiny.yaml"), "--set", "evaluate.kk=3",
                "--out", "/nonexistent/never-written"])
@@ -122,3 +139,51 @@ def test_data_ood_loads_from_yaml_and_checks_types(tmp_path):
         with pytest.raises(ConfigError, match="expected") as e:
             load_config(p)
         assert fragment in str(e.value), str(e.value)
+
+
+def _dataclasses(cls) -> list[type]:
+    """`cls` and every config dataclass nested in it."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return [cls] + [c for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])
+                    for c in _dataclasses(hints[f.name])]
+
+
+def test_every_config_field_has_help():
+    """Each field carries `metadata={"help": ...}` (as TRL's GRPOConfig does), sections included."""
+    import dataclasses
+
+    classes = _dataclasses(ResumeConfig)
+    assert len(classes) == 10
+    missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c)
+               if not str(f.metadata.get("help", "")).strip()]
+    assert missing == []
+
+
+def test_help_config_prints_every_key_with_default_and_help_without_loading_models():
+    """`resume run --help-config` (no --out needed): every dotted key of the config, its default and its help;
+    no torch/transformers import (a fresh interpreter, so nothing else imported them first)."""
+    import subprocess
+    import sys
+
+    from resume.config import config_keys, flatten
+
+    code = ("import sys\nfrom resume.cli import main\ntry:\n    main(['run', '--help-config'])\n"
+            "except SystemExit as e:\n    assert e.code in (0, None), e.code\n"
+            "heavy = [m for m in ('torch', 'transformers', 'mlflow', 'faiss') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "HEAVY []" in out
+    keys = flatten(ResumeConfig().to_dict())
+    assert [k for k, *_ in config_keys()] == list(keys)
+    lines = out.splitlines()
+    for key, _tp, default, help_ in config_keys():
+        i = next((n for n, line in enumerate(lines) if line.strip().startswith(f"{key} = ")), None)
+        assert i is not None, f"{key} not printed"
+        assert lines[i].strip().startswith(f"{key} = {json.dumps(default)}"), lines[i]
+        assert help_.split()[0] in lines[i + 1], (key, lines[i + 1])
+    assert "grpo.learning_rate = 3e-07" in out and "loop.systems = [\"baseline\"" in out

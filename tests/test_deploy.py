@@ -60,15 +60,6 @@ def _k8s_validate(obj: dict, where: str) -> None:
         raise AssertionError(f"{where}: {'.'.join(map(str, e.path))}: {e.message}") from None
 
 
-@pytest.fixture(scope="module")
-def rp():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("resume_pipeline_for_deploy_tests",
-                                                  ROOT / "pipelines" / "resume_pipeline.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ---------------------------------------------------------------------------------------------- RBAC

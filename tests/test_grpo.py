@@ -205,3 +205,84 @@ def test_grpo_two_steps_through_ray_train(tmp_path, cfg, ds, tok, cranfield_dir)
     _check_run(out, build_grpo_dataset(cfg, ds, tok), 2, resolve_model("tiny-causal-lm"))
     if ours:
         assert not ray.is_initialized()  # grpo_train started Ray, so it shut it down
+
+
+# ------------------------------------------------------------------------------ live MLflow metrics
+
+PARTS = ("grpo/reward_mean", "grpo/structure_mean", "grpo/retrieval_mean", "grpo/delta_mean", "grpo/separator_rate")
+
+
+class _ReadMlflowAtEachStep(TrainerCallback):
+    """Runs after resume.grpo's callbacks: reads the reward parts back from the MLflow store at each logged
+    step, i.e. while training is still running."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id, self.seen, self.logged = uri, run_id, {}, {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        from mlflow.tracking import MlflowClient
+
+        if logs and "reward" in logs:
+            client = MlflowClient(self.uri)
+            self.logged[state.global_step] = logs["reward"]
+            self.seen[state.global_step] = {k: [(m.step, m.value) for m in client.get_metric_history(self.run_id, k)]
+                                            for k in PARTS}
+
+
+def test_grpo_reward_parts_reach_mlflow_while_training(tmp_path, cfg, tok, cranfield_dir, monkeypatch):
+    """Under `resume run` tracking (tracking.live_grpo, as the loop wraps a round), each step's reward and
+    its parts are in the MLflow store before the stage returns, at the round's global steps; the replay of
+    the reward log afterwards adds nothing."""
+    import mlflow
+
+    from resume import tracking
+    from resume.io import write_jsonl
+
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "RESUME_GRPO_STEP_OFFSET"):
+        monkeypatch.delenv(k, raising=False)
+    run_dir = tmp_path / "run"
+    parent = tracking.start_parent(cfg, run_dir)
+    uri = tracking.tracking_uri(cfg, run_dir)
+    prev = tmp_path / "prev_round"  # an earlier round of 5 steps: this one logs at global steps 6, 7
+    write_jsonl(prev / REWARD_LOG, [{"step": i, "reward_mean": 0.0} for i in range(1, 6)])
+    out = tmp_path / "summarizer"
+    with tracking.live_grpo(cfg, run_dir, "main", 2, [str(prev)]) as rid:
+        probe = _ReadMlflowAtEachStep(uri, rid)
+        grpo_train(cfg, data_dir=cranfield_dir, summarizer="tiny-causal-lm", retriever="tiny-encoder",
+                   out_dir=out, trl_args=_bias(tok), callbacks=[probe])
+    assert mlflow.tracking.MlflowClient(uri).get_run(rid).data.tags["mlflow.parentRunId"] == parent
+    assert sorted(probe.seen) == [1, 2]
+    at1, at2 = probe.seen[1], probe.seen[2]
+    assert at1["grpo/reward_mean"] == [(6, pytest.approx(probe.logged[1]))]  # step 1, read during step 1
+    assert all(len(at1[k]) == 1 and at1[k][0][0] == 6 for k in PARTS), at1
+    assert [s for s, _ in at2["grpo/reward_mean"]] == [6, 7]
+    log = [json.loads(x) for x in (out / REWARD_LOG).read_text().splitlines()]
+    assert [v for _, v in at2["grpo/structure_mean"]] == pytest.approx([r["structure_mean"] for r in log])
+    # the replay of the reward log afterwards (log_run, a KFP component) finds every point there already;
+    # into a run without live metrics it logs them all
+    assert tracking.replay_reward_log(rid, out, step_offset=5, uri=uri) == 0
+    assert len(mlflow.tracking.MlflowClient(uri).get_metric_history(rid, "grpo/reward_mean")) == 2
+    other = mlflow.tracking.MlflowClient(uri).create_run(mlflow.tracking.MlflowClient(uri).get_run(rid).info.experiment_id)
+    assert tracking.replay_reward_log(other.info.run_id, out, uri=uri) == sum(
+        1 for r in log for k, v in r.items() if k != "step" and isinstance(v, int | float))
+
+
+def test_mlflow_target(monkeypatch, tmp_path):
+    """Live GRPO metrics need a run (MLFLOW_RUN_ID, else the active run) and a tracking URI."""
+    import mlflow
+
+    from resume.grpo import mlflow_target
+    from resume.tracking import _fluent
+
+    for k in ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(k, raising=False)
+    assert mlflow_target() is None
+    monkeypatch.setenv("MLFLOW_RUN_ID", "abc")
+    assert mlflow_target() is None  # a run id but no tracking URI: nothing
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    assert mlflow_target() == ("sqlite:///x.db", "abc")
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    with _fluent(uri), mlflow.start_run() as run:  # e.g. a KFP component's run
+        assert mlflow_target() == (uri, run.info.run_id)

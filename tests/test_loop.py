@@ -19,6 +19,7 @@ from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
 
 from resume.errors import ConfigError
 from resume.loop import run_loop
+from resume.run_dir import read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_SYSTEMS = ["baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control"]
@@ -155,8 +156,8 @@ def test_method_data_flow_every_stage_gets_the_models_of_algorithm_1(beir, tmp_p
             assert a["reward"] == base | changed.get(name, {}), out
     assert {out.split("/")[1] for (stage, out) in got if stage == "grpo" and out.startswith("ablations/")} == \
         {"no_negative_queries", "continuous_reward", "no_retrieval_adaptation"}
-    # what the fake GRPO was given is also what results.json reports as f_t and g_t
-    res = json.loads((run / "results.json").read_text())
+    # what the fake GRPO was given is also what results.json reports as f_t and g_t (paths resolved by read_results)
+    res = read_results(run)
     assert [(it["summarizer"], it["summaries"], it["retriever"]) for it in res["iterations"]] == [
         (str(run / f"iter_{t:02d}/summarizer"), str(run / f"iter_{t:02d}/summaries.jsonl"),
          str(run / f"iter_{t:02d}/retriever")) for t in range(1, T + 1)]
@@ -218,7 +219,7 @@ def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_pat
     cfg.data.ood_max_queries, cfg.data.ood_distractors = 2, 1
     fake2 = FakeStages()
     _run(cfg, tmp_path / "run2", fake2)
-    res2 = json.loads((tmp_path / "run2/results.json").read_text())
+    res2 = read_results(tmp_path / "run2")
     ws = res2["ood"]["working_set"]
     assert ws["queries"]["test"] == 2 and ws["n_docs"] < ws["n_docs_source"] and res2["ood"]["path"] == str(tmp_path / "run2/ood/data")
     ood_stages = [a for a in fake2.args if "/ood/" in a.get("out", "") and a["stage"] in ("summarize", "evaluate")]
@@ -403,7 +404,7 @@ def test_real_tiny_every_system_and_ablation(tiny_full):
     for m in [*tiny_full["metrics"].values(), *tiny_full["ablations"].values()]:
         assert set(m) >= {"mrr@10", "ndcg@10", "recall@100", "recall@1000"}
         assert all(0.0 <= v <= 1.0 for v in m.values())
-    res = json.loads((run / "results.json").read_text())
+    res = read_results(run)
     assert len(res["iterations"]) == 2 and res["stopped"]["iteration"] is None  # eps null: never stops early
     for p in ("config.yaml", "data/corpus.jsonl", "iter_01/summarizer/reward_log.jsonl", "iter_01/summaries.jsonl",
               "iter_02/eval/metrics.json", "iter_02/eval/run.trec", "iter_02/eval_test/metrics.json",

@@ -10,7 +10,6 @@ artifact with `resume run` (resume.loop.run_loop) on the same config and seed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _pipeline import load_pipeline_module
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "pipelines" / "resume_pipeline.py"
@@ -27,16 +27,6 @@ FIVE = ("grpo-train", "summarize-corpus", "retriever-finetune", "evaluate", "reg
 METRICS = ("mrr@10", "ndcg@10", "recall@100", "recall@1000")
 
 
-def _load_pipeline_module():
-    spec = importlib.util.spec_from_file_location("resume_pipeline_under_test", PIPELINE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(scope="module")
-def rp():
-    return _load_pipeline_module()
 
 
 def _spec(path: Path) -> dict:
@@ -92,7 +82,7 @@ def test_names_the_five_components_and_unrolls_three_iterations(rp):
         for c in ("grpo-train", "summarize-corpus", "retriever-finetune", "evaluate-dev", "evaluate-test",
                   "register-model"):
             assert f"{c}-iter{t}" in tasks, f"{c}-iter{t}"
-    assert {"resolve-config", "baseline-evaluate-test", "summarize-corpus-iter0", "evaluate-dev-iter0",
+    assert {"resolve-config", "start-run", "baseline-evaluate-test", "summarize-corpus-iter0", "evaluate-dev-iter0",
             "fixed-summary-evaluate-test"} <= set(tasks)
     assert sorted(n for n in tasks if n.startswith("should-continue")) == \
         [f"should-continue-iter{t}" for t in range(1, rp.MAX_ITERATIONS)]
@@ -141,8 +131,17 @@ def test_resources_caching_secrets_and_volumes(rp):
         assert {e["envVar"] for e in sec["keyToEnv"]} == set(rp.MLFLOW_ENV)
         if kind in ("grpo-train", "summarize-corpus"):
             assert p["pvcMount"][0]["mountPath"] == rp.SHARED_MOUNT
-    assert seen == set(rp.RESOURCES)
-    assert rp.RESOURCES["resolve-config"][-1] is False and rp.RESOURCES["register-model"][-1] is False
+        retry = task.get("retryPolicy")
+        if rp.RETRIES[kind]:
+            assert retry == {"maxRetryCount": rp.RETRIES[kind], "backoffDuration": "30s", "backoffFactor": 2.0,
+                             "backoffMaxDuration": "600s"}, name
+        else:
+            assert retry is None, name
+    assert seen == set(rp.RESOURCES) == set(rp.RETRIES)
+    # the cache chain starts at resolve-config; the tasks with MLflow side effects are never cached
+    assert rp.RESOURCES["resolve-config"][-1] is True
+    assert not any(rp.RESOURCES[k][-1] for k in ("start-run", "should-continue", "register-model"))
+    assert rp.RETRIES["grpo-train"] >= 1 and rp.RETRIES["register-model"] == 0
 
 
 def test_finetune_gpus_equal_torchrun_nproc(rp, tmp_path):
@@ -196,7 +195,8 @@ def _expected_edges(T: int) -> dict[str, dict[str, tuple[str, str]]]:
     """Algorithm 1 unrolled: iteration t+1 starts from iteration t's models (f_t and g_t), S_t comes from f_t,
     g_t is fine-tuned from g_{t-1} on S_t and evaluated over S_t; iteration 1 starts from the config's f_0, g_0."""
     cd = {"config": ("resolve-config", "config"), "data": ("resolve-config", "data")}
-    exp = {"resolve-config": {}, "baseline-evaluate-test": dict(cd), "summarize-corpus-iter0": dict(cd),
+    exp = {"resolve-config": {}, "start-run": {"config": cd["config"]},
+           "baseline-evaluate-test": dict(cd), "summarize-corpus-iter0": dict(cd),
            "evaluate-dev-iter0": cd | {"summaries": ("summarize-corpus-iter0", "summaries")},
            "fixed-summary-evaluate-test": cd | {"summaries": ("summarize-corpus-iter0", "summaries")}}
     for t in range(1, T + 1):
@@ -257,7 +257,7 @@ def test_components_import_only_stdlib_and_kfp_at_top():
 
 def _stage_outputs(root: Path, max_iterations: int, tmp: Path) -> dict[str, Path]:
     """display name -> local output dir of that task in the single run under `root`."""
-    rp = _load_pipeline_module()
+    rp = load_pipeline_module()
     spec = _spec(rp.compile_pipeline(tmp / "spec.yaml", max_iterations=max_iterations))
     (run,) = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("resume-loop-")]
     return {name: run / key for name, (key, _) in _tasks(spec).items()}
@@ -266,7 +266,7 @@ def _stage_outputs(root: Path, max_iterations: int, tmp: Path) -> dict[str, Path
 def _run_local(tmp: Path, overrides: list[str], ray_address: str) -> dict[str, Path]:
     from kfp import local
 
-    rp = _load_pipeline_module()
+    rp = load_pipeline_module()
     root = tmp / "kfp"
     local.init(local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
     pipe = rp.build_pipeline(max_iterations=2, finetune_gpus=1)

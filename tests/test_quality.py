@@ -96,8 +96,11 @@ def test_fixed_judge_scores_held_out_documents_and_rewards_query_words(tmp_path)
     as_doc = fixed_judge(cfg, data_dir=data, summaries=docs, judge="unused", doc_ids=ids, encoder=enc)
     assert as_doc["n"] == 4 and as_doc["delta_mean"] == pytest.approx(0.0)  # the document itself: Delta = 0
     queries = {d: " ".join(ds.queries[q] for q in pos[d]) for d in ids}  # a "summary" made of its queries
-    better = fixed_judge(cfg, data_dir=data, summaries=queries, judge="unused", doc_ids=ids, encoder=enc)
+    better = fixed_judge(cfg, data_dir=data, summaries=queries, judge="unused", doc_ids=ids, encoder=enc,
+                         per_doc=True)
     assert better["delta_mean"] > 0.05 and better["delta_positive_share"] > 0.5
+    assert "delta_per_doc" not in as_doc and list(better["delta_per_doc"]) == ids  # paired comparisons
+    assert sum(better["delta_per_doc"].values()) / 4 == pytest.approx(better["delta_mean"])
     # GRPO never sees the judge's documents
     from resume.grpo import build_grpo_dataset
     from resume.models import load_tokenizer

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
 
 from resume.loop import run_loop
 from resume.report import PAPER, _rel, render, write_report
+from resume.run_dir import read_results
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_report_tables_and_plots(run_dir):
 def test_relative_change_and_ood_table(run_dir):
     assert _rel(0.301, 0.266) == "+13.2%"
     assert _rel(None, 0.2) == "–" and _rel(0.1, 0) == "–"
-    results = json.loads((run_dir / "results.json").read_text())
+    results = read_results(run_dir)
     results["ood"] = {"dataset": "medline", "split": "test", "systems": {
         "baseline": {"test": {"mrr@10": 0.5, "ndcg@10": 0.3, "recall@100": 0.29}},
         "iterative": {"test": {"mrr@10": 0.55, "ndcg@10": 0.33, "recall@100": 0.3}}}}
@@ -80,7 +81,7 @@ def test_significance_table_from_per_query_files(run_dir):
 def test_significance_skips_what_has_no_per_query_file(run_dir, tmp_path):
     from resume.report import _significance
 
-    results = json.loads((run_dir / "results.json").read_text())
+    results = read_results(run_dir)
     systems = results["systems"]
     assert sorted(r[0] for r in _significance(systems)) == ["Baseline", "Fixed Summary", "Full-doc control",
                                                             "Non-iterative"]
@@ -88,3 +89,19 @@ def test_significance_skips_what_has_no_per_query_file(run_dir, tmp_path):
     assert sorted(r[0] for r in _significance(gone)) == ["Fixed Summary", "Full-doc control", "Non-iterative"]
     assert _significance({**systems, "iterative": {**systems["iterative"], "dir": str(tmp_path)}}) == []
     assert _significance(systems, ref="iterative_fused") == []  # no such system in this run
+
+
+def test_report_of_a_moved_run_dir_finds_its_files(run_dir, tmp_path):
+    """results.json holds paths relative to the run dir: moved elsewhere (nothing left at the old place), the
+    run dir still gives its summaries of three documents and its paired tests, which read the summaries and
+    the per_query.json files that results.json points at."""
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(run_dir, moved)
+    try:
+        assert str(run_dir) not in (moved / "results.json").read_text()
+        text = write_report(moved).read_text()
+        assert text.count("**Document `") == 3 and "Paired tests of Iterative against each system" in text
+        assert f"Run directory: `{moved}`" in text
+    finally:
+        shutil.move(moved, run_dir)

@@ -99,6 +99,18 @@ def test_bundle_format(bundle_dir, texts):
     assert [p.name for p in bundle_dir.parent.iterdir()] == ["bundle"]
 
 
+def test_bundle_index_follows_every_index_setting(tmp_path, texts):
+    """The served index is built with the evaluate config's own settings (as `evaluate` builds it): `index:
+    auto` switches to IVF at `auto_min_docs`, not at the library's default threshold."""
+    import faiss
+
+    cfg = load_config(None, ["retriever.model=tiny-encoder", "retriever.max_length=64", "evaluate.index=auto",
+                             f"evaluate.auto_min_docs={len(texts)}"])
+    out = build_retriever_bundle(tmp_path / "b", retriever="tiny-encoder", texts=texts, cfg=cfg, device="cpu")
+    index = load_bundle(out, device="cpu").index.index
+    assert isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat), type(index)
+
+
 def test_bundle_from_run_dir_and_bad_input(tmp_path, bundle_dir, texts):
     from resume.errors import DataError, ModelError
     from resume.serving.loading import resolve_retriever_source

@@ -104,6 +104,12 @@ def test_skip_reasoning_prefills_an_empty_block(plain, thinking):
     assert index_text("  A flat plate at Mach 6. ", DOC, tok, c) == ("A flat plate at Mach 6.", True)
     assert index_text("thought</think> B", DOC, tok, c) == ("B", True)  # still the text after the LAST tag
     assert reasoning_prefix(load_config(ROOT / "configs" / "tiny.yaml")) == ""
+    # prefill_think false: no reasoning tags at all for a plain template, the separator opens the answer
+    c2 = load_config(ROOT / "configs" / "tiny.yaml", ["summarizer.reasoning=skip", "summarizer.prefill_think=false",
+                                                     "summarizer.separator='Summary:'"])
+    p = build_prompt(plain[1], DOC, c2)
+    assert p.endswith("<|im_start|>assistant\nSummary:\n\n") and "<think>" not in p, p[-60:]
+    assert index_text(" A flat plate.", DOC, plain[1], c2) == ("A flat plate.", True)
 
 
 def test_document_truncated_to_max_doc_tokens(plain, cfg):

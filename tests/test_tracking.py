@@ -109,6 +109,137 @@ def test_register_champion_rule(fake_run, monkeypatch):
         assert str(mv.version) == "3" and mv.tags["test_mrr_at_10"] == "0.6"
 
 
+def test_experiment_kind_and_dataset_inputs(fake_run):
+    """The experiment is tagged as model training; every run lists the working set it used as dataset inputs."""
+    from mlflow.tracking import MlflowClient
+
+    from resume import tracking
+
+    cfg, run = fake_run
+    ids = tracking.log_run(cfg, run)
+    client = MlflowClient(tracking.tracking_uri(cfg, run))
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    expected = tracking.working_set_datasets(run)
+
+    def inputs(rid):
+        return {(d.dataset.name, d.dataset.digest, {t.key: t.value for t in d.tags}["mlflow.data.context"])
+                for d in client.get_run(rid).inputs.dataset_inputs}
+
+    want = {("beir-train", expected["train"].digest, "training"), ("beir-corpus", expected["corpus"].digest, "training"),
+            ("beir-dev", expected["dev"].digest, "evaluation"), ("beir-test", expected["test"].digest, "evaluation")}
+    assert len({d for _, d, _ in want}) == 4  # the digests tell the splits apart
+    for key in ("parent", "iter_01", "iter_02", "ablation/no_negative_queries"):
+        assert inputs(ids[key]) == want, key
+    assert inputs(ids["system/baseline"]) == {("beir-test", expected["test"].digest, "evaluation")}
+    ds = client.get_run(ids["parent"]).inputs.dataset_inputs[0].dataset
+    assert json.loads(ds.source)["uri"] == str((run / "data").resolve()) and ds.source_type == "local"
+    train = next(d.dataset for d in client.get_run(ids["parent"]).inputs.dataset_inputs if d.dataset.name == "beir-train")
+    assert json.loads(train.profile)["num_rows"] == 4 and "query_id" in train.schema  # the 4 train judgements
+    tracking.log_run(cfg, run)  # again: no second copy
+    assert len(client.get_run(ids["parent"]).inputs.dataset_inputs) == 4
+    # an experiment created elsewhere gets the tag; a kind a user chose stays
+    client.delete_experiment_tag(exp.experiment_id, "mlflow.experimentKind")
+    tracking.log_run(cfg, run)
+    assert client.get_experiment(exp.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    client.set_experiment_tag(exp.experiment_id, "mlflow.experimentKind", "finetuning")
+    tracking.log_run(cfg, run)
+    assert client.get_experiment(exp.experiment_id).tags["mlflow.experimentKind"] == "finetuning"
+
+
+def test_live_grpo_run_and_replay_without_duplicates(fake_run, monkeypatch):
+    """live_grpo names the round's nested run (and the global step offset) in the environment for the block;
+    the replay afterwards adds only the steps the run does not have."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from resume import tracking
+
+    cfg, run = fake_run
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    parent = tracking.start_parent(cfg, run)
+    uri = tracking.tracking_uri(cfg, run)
+    client = MlflowClient(uri)
+    prev = [str(run / "iter_01" / "summarizer")]
+    with tracking.live_grpo(cfg, run, "main", 2, prev) as rid:
+        assert os.environ["MLFLOW_RUN_ID"] == rid and os.environ["MLFLOW_TRACKING_URI"] == uri
+        assert os.environ["RESUME_GRPO_STEP_OFFSET"] == "3"  # round 1 logged steps 1..3
+        r = client.get_run(rid)
+        assert r.info.run_name == "iter_02" and r.data.tags["mlflow.parentRunId"] == parent
+        assert r.info.status == "RUNNING"
+        # what resume.grpo's callback writes at round 2's first step (global step 4)
+        client.log_batch(rid, metrics=[Metric("grpo/reward_mean", 0.29, 0, 4)])
+    assert "MLFLOW_RUN_ID" not in os.environ and "RESUME_GRPO_STEP_OFFSET" not in os.environ
+    ids = tracking.log_run(cfg, run)
+    assert ids["iter_02"] == rid  # the replay reuses the live run
+    hist = client.get_metric_history(rid, "grpo/reward_mean")
+    assert sorted(m.step for m in hist) == [4, 5, 6]  # step 4 once: the live value is not logged again
+    tracking.log_run(cfg, run)
+    assert len(client.get_metric_history(rid, "grpo/reward_mean")) == 3
+    assert len(client.get_metric_history(ids["parent"], "grpo/reward_mean")) == 6
+    # an ablation round goes to the ablation's run; a failure inside the block marks the run FAILED
+    with pytest.raises(RuntimeError, match="boom"), \
+            tracking.live_grpo(cfg, run, "no_negative_queries", 1, []) as arid:
+        assert os.environ["RESUME_GRPO_STEP_OFFSET"] == "0"
+        raise RuntimeError("boom")
+    assert arid == ids["ablation/no_negative_queries"] and client.get_run(arid).info.status == "FAILED"
+    assert "MLFLOW_RUN_ID" not in os.environ
+
+
+def test_live_grpo_without_parent_is_off(tmp_path, monkeypatch):
+    from resume import tracking
+    from resume.config import load_config
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    with tracking.live_grpo(load_config(None, []), tmp_path, "main", 1, []) as rid:
+        assert rid is None and "MLFLOW_RUN_ID" not in os.environ
+
+
+def test_registered_models_have_signature_and_code_paths(fake_run, monkeypatch, tmp_path):
+    """Both pyfunc models carry a signature (validated at predict) and the `resume` source as code_paths,
+    with requirements installable from PyPI (no local version labels)."""
+    import mlflow
+    import pandas as pd
+    import yaml
+
+    from resume import tracking
+    from resume.models import resolve_model
+
+    cfg, run = fake_run
+    monkeypatch.setattr(tracking, "_retriever_bundle", lambda *a, **k: None)
+    res = json.loads((run / "results.json").read_text())
+    res["final"] = {"retriever": resolve_model("tiny-encoder"), "summarizer": resolve_model("tiny-causal-lm")}
+    (run / "results.json").write_text(json.dumps(res))
+    out = tracking.register_models(cfg, run)
+    with tracking._fluent(tracking.tracking_uri(cfg, run)):
+        for kind in ("retriever", "summarizer"):
+            local = Path(mlflow.artifacts.download_artifacts(out[kind]["uri"], dst_path=str(tmp_path / kind)))
+            mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+            assert mlmodel["signature"]["inputs"] and mlmodel["signature"]["params"], kind
+            assert mlmodel["flavors"]["python_function"]["code"] == "code"
+            assert (local / "code" / "resume" / "tracking.py").is_file() and (local / "code" / "resume" / "retriever.py").is_file()
+            reqs = (local / "requirements.txt").read_text().split()
+            assert any(r.startswith("mlflow==") for r in reqs) and any(r.startswith("torch==") for r in reqs)
+            assert not any("+" in r for r in reqs), reqs
+        model = mlflow.pyfunc.load_model(out["retriever"]["uri"])
+        sig = model.metadata.signature
+        assert sig.inputs.input_types() == [mlflow.types.DataType.string]
+        assert {p.name: p.default for p in sig.params.params} == {"kind": "query"}
+        q = model.predict(pd.DataFrame({"text": ["what is a shock wave?", "boundary layer"]}))
+        d = model.predict(pd.DataFrame({"text": ["what is a shock wave?"]}), params={"kind": "doc"})
+        assert len(q) == 2 and len(q[0]) == len(d[0]) > 8
+        assert len(model.predict(["a plain list of strings"])) == 1
+        with pytest.raises(mlflow.exceptions.MlflowException, match="string"):
+            model.predict(pd.DataFrame({"text": [1.5]}))  # the signature rejects a non-text column
+        with pytest.raises(mlflow.exceptions.MlflowException, match="kind"):
+            model.predict(pd.DataFrame({"text": ["x"]}), params={"kind": 3})
+        summ = mlflow.pyfunc.load_model(out["summarizer"]["uri"])
+        assert {p.name for p in summ.metadata.signature.params.params} == {"max_new_tokens"}
+        assert len(summ.predict(pd.DataFrame({"document": ["A document about shock waves."]}),
+                                params={"max_new_tokens": 4})) == 1
+
+
 # ------------------------------------------------------------------------- real mlflow server, real stages
 
 
@@ -178,6 +309,16 @@ def test_real_loop_against_mlflow_server(mlflow_server, tmp_path, monkeypatch):
     assert names == ["iter_01", "system/baseline", "system/iterative"]
     assert [m.step for m in client.get_metric_history(pid, "iter/test/mrr_at_10")] == [1]
     assert len(client.get_metric_history(pid, "grpo/reward_mean")) == cfg.grpo.max_steps
+    # the round's reward went to iter_01 while GRPO trained (live), once per step: the replay at the end
+    # (which logged the parent's series above) added nothing there
+    it1 = next(r for r in runs if r.info.run_name == "iter_01")
+    live = client.get_metric_history(it1.info.run_id, "grpo/retrieval_mean")
+    assert sorted(m.step for m in live) == list(range(1, cfg.grpo.max_steps + 1))
+    replayed = client.get_metric_history(pid, "grpo/retrieval_mean")
+    assert max(m.timestamp for m in live) < min(m.timestamp for m in replayed)
+    assert client.get_experiment_by_name("resume-server-test").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert {d.dataset.name for d in client.get_run(pid).inputs.dataset_inputs} == {
+        "cranfield-train", "cranfield-dev", "cranfield-test", "cranfield-corpus"}
     arts = {a.path for a in client.list_artifacts(pid)}
     assert {"report.md", "plots", "results.json", "config.yaml", "summary_samples.jsonl"} <= arts
     assert {a.path for a in client.list_artifacts(pid, "plots")} == {"plots/metrics.png", "plots/reward.png"}

@@ -1,13 +1,17 @@
-"""KFP control components: resolve-config (first task) and should-continue (the loop's guard).
+"""KFP control components: resolve-config (first task), start-run (MLflow) and should-continue (the loop's guard).
 
-    python components/control/component.py   # writes control/resolve_config.yaml, control/should_continue.yaml
+    python components/control/component.py   # writes control/{resolve_config,start_run,should_continue}.yaml
 
 resolve-config turns the pipeline's parameters into one resolved config artifact that every task
-reads, writes the working set once as a Dataset (a BEIR dir), and opens the MLflow parent run of the pipeline run. should-continue compares an iteration's
-GRPO reward and dev MRR@10 with the previous iteration's (iteration 0 = g_0 over S_0, the
-summaries of the initial summarizer, for the first) and eps, as `resume run` does; its
-bool output is what each unrolled iteration's `dsl.If` reads (a component output, never a nested
-pipeline's output: kfp.local skips such a lone `dsl.If`).
+reads and writes the working set once as a Dataset (a BEIR dir). It is deterministic and cached: two
+runs with the same parameters (and image) get the same artifacts, so the cached tasks downstream can
+hit the cache. start-run (never cached) opens the MLflow parent run of the pipeline run, tagged with
+the KFP run's id and name; the cached tasks find it from their output URIs
+(`resume.kfp_ops.parent_run_for`), the uncached ones (should-continue, register-model) get its id.
+should-continue compares an iteration's GRPO reward and dev MRR@10 with the previous iteration's
+(iteration 0 = g_0 over S_0, the summaries of the initial summarizer, for the first) and eps, as
+`resume run` does; its bool output is what each unrolled iteration's `dsl.If` reads (a component
+output, never a nested pipeline's output: kfp.local skips such a lone `dsl.If`).
 """
 
 import os
@@ -31,12 +35,11 @@ def resolve_config(
     grpo_learning_rate: float = 0.0,
     finetune_max_steps: int = 0,
     finetune_learning_rate: float = 0.0,
-    run_name: str = "",
-) -> str:
+):
     """Resolve the run config (file + overrides + typed parameters; ''/0 keeps the file's value) and
     write the working set (data.path sampled by the data section) as a BEIR dir, as `resume run` does.
 
-    Returns the MLflow parent run id ('' when MLFLOW_TRACKING_URI is unset).
+    No side effects and no run-specific input: cached (see start-run for the MLflow parent run).
     """
     from resume import kfp_ops
 
@@ -47,7 +50,38 @@ def resolve_config(
                "finetune.max_steps": finetune_max_steps, "finetune.learning_rate": finetune_learning_rate})
     config.metadata["name"] = cfg.name
     data.metadata.update(kfp_ops.materialise_data(cfg, data.path))
-    return kfp_ops.start_parent_run(cfg.tracking.experiment, run_name or cfg.name, cfg.to_dict())
+
+
+@dsl.component(base_image=RESUME_IMAGE, install_kfp_package=False)
+def start_run(
+    config: Input[Artifact],
+    run: Output[Artifact],
+    kfp_run_id: str = "",
+    kfp_run_name: str = "",
+) -> str:
+    """Open the MLflow parent run of this pipeline run; returns its id ('' when MLFLOW_TRACKING_URI is unset).
+
+    Args:
+        config: resolved run config (its params are logged on the parent run).
+        run: {"run_id", "experiment", "kfp_run_id", "kfp_run_name"} as JSON.
+        kfp_run_id / kfp_run_name: the KFP run (`dsl.PIPELINE_JOB_ID_PLACEHOLDER` /
+            `dsl.PIPELINE_JOB_NAME_PLACEHOLDER`), set as tags: the cached tasks find the parent run by
+            them, and a retried start-run reuses the run it opened before.
+    """
+    import json
+    from pathlib import Path
+
+    from resume import kfp_ops
+
+    cfg = kfp_ops.load_config_file(config.path)
+    run_id = kfp_ops.start_parent_run(cfg.tracking.experiment, kfp_run_name or cfg.name, cfg.to_dict(),
+                                      kfp_run_id=kfp_run_id, kfp_run_name=kfp_run_name)
+    info = {"run_id": run_id, "experiment": cfg.tracking.experiment, "kfp_run_id": kfp_run_id,
+            "kfp_run_name": kfp_run_name}
+    Path(run.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(run.path).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    run.metadata.update(info)
+    return run_id
 
 
 @dsl.component(base_image=RESUME_IMAGE, install_kfp_package=False)
@@ -86,4 +120,5 @@ if __name__ == "__main__":
 
     here = Path(__file__).parent
     compiler.Compiler().compile(resolve_config, str(here / "resolve_config.yaml"))
+    compiler.Compiler().compile(start_run, str(here / "start_run.yaml"))
     compiler.Compiler().compile(should_continue, str(here / "should_continue.yaml"))

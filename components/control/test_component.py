@@ -1,4 +1,4 @@
-"""resolve-config and should-continue: config + working set, MLflow parent run, the stopping rule."""
+"""resolve-config, start-run and should-continue: config + working set, MLflow parent run, the stopping rule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from kfp.dsl import Artifact, Dataset, Metrics
 
 from components.conftest import ROOT, artifact
-from components.control.component import resolve_config, should_continue
+from components.control.component import resolve_config, should_continue, start_run
 from resume import kfp_ops
 from resume.config import load_config
 
@@ -25,20 +25,49 @@ def test_resolve_config_applies_parameters(tmp_path):
     assert (Path(data.path) / "corpus.jsonl").is_file() and data.metadata["n_docs"] < 1400
 
 
-def test_resolve_config_opens_an_mlflow_parent_run(tmp_path, monkeypatch):
+def test_resolve_config_is_deterministic(tmp_path):
+    """Cached in the pipeline: the same parameters give byte-identical artifacts (and no MLflow run)."""
+    outs = []
+    for n in (1, 2):
+        cfg, data = artifact(Artifact, tmp_path / f"{n}" / "c.yaml"), artifact(Dataset, tmp_path / f"{n}" / "data")
+        assert resolve_config.python_func(config=cfg, data=data, config_path=str(ROOT / "configs" / "tiny.yaml"),
+                                          data_path=str(ROOT / "data" / "cranfield")) is None
+        outs.append({p.relative_to(tmp_path / f"{n}"): p.read_bytes()
+                     for p in sorted((tmp_path / f"{n}").rglob("*")) if p.is_file()})
+    assert outs[0] == outs[1] and len(outs[0]) >= 4
+
+
+def test_start_run_opens_an_mlflow_parent_run_the_cached_tasks_find(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     cfg, data = artifact(Artifact, tmp_path / "c.yaml"), artifact(Dataset, tmp_path / "data")
-    parent = resolve_config.python_func(config=cfg, data=data, config_path=str(ROOT / "configs" / "tiny.yaml"),
-                                        data_path=str(ROOT / "data" / "cranfield"), run_name="kfp-run-1")
+    resolve_config.python_func(config=cfg, data=data, config_path=str(ROOT / "configs" / "tiny.yaml"),
+                               data_path=str(ROOT / "data" / "cranfield"))
+    run_id, run_name = "8f1c2d3e-run-uuid", "resume-loop-2026-12-04"
+    parent = start_run.python_func(config=cfg, run=artifact(Artifact, tmp_path / "a1" / "run"), kfp_run_id=run_id,
+                                   kfp_run_name=run_name)
     import mlflow
 
-    run = mlflow.MlflowClient(uri).get_run(parent)
-    assert run.info.run_name == "kfp-run-1" and run.data.params["grpo.max_steps"] == "2"
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(parent)
+    assert run.info.run_name == run_name and run.data.params["grpo.max_steps"] == "2"
+    assert run.data.tags[kfp_ops.RUN_ID_TAG] == run_id
+    assert json.loads((tmp_path / "a1" / "run").read_text())["run_id"] == parent
+    # a retried start-run reuses the parent run it opened; another KFP run gets its own
+    assert start_run.python_func(config=cfg, run=artifact(Artifact, tmp_path / "a2" / "run"), kfp_run_id=run_id,
+                                 kfp_run_name=run_name) == parent
+    other = start_run.python_func(config=cfg, run=artifact(Artifact, tmp_path / "a3" / "run"), kfp_run_id="other-id",
+                                  kfp_run_name="resume-loop-other")
+    assert other != parent
+    # cached tasks find the parent from their output URI: KFP backend and kfp.local layouts
+    backend = artifact(Metrics, tmp_path / "v2" / "artifacts" / "resume-loop" / run_id / "evaluate-3" / "a1b2" / "m")
+    local = artifact(Metrics, tmp_path / "kfp" / run_name / "evaluate-3" / "metrics")
+    stranger = artifact(Metrics, tmp_path / "kfp" / "resume-loop-unknown" / "evaluate-3" / "metrics")
+    assert kfp_ops.parent_run_for(backend, "resume-tiny") == parent == kfp_ops.parent_run_for(local, "resume-tiny")
+    assert kfp_ops.parent_run_for(stranger, "resume-tiny") == ""
     with kfp_ops.child_run(parent, "evaluate-test-iter01", "resume-tiny", {"split": "test"}) as ml:
         kfp_ops.log_metrics(ml, {"mrr@10": 0.5}, step=1)
-    (child,) = mlflow.MlflowClient(uri).search_runs([run.info.experiment_id],
-                                                    f"tags.mlflow.parentRunId = '{parent}'")
+    (child,) = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert child.data.metrics == {"mrr_at_10": 0.5}
 
 

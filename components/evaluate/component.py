@@ -23,7 +23,6 @@ def evaluate(
     summaries: Input[Dataset] = None,
     split: str = "test",
     iteration: int = 0,
-    parent_run_id: str = "",
 ) -> float:
     """Evaluate a retriever over documents or summaries; returns the primary metric (MRR@10).
 
@@ -36,7 +35,9 @@ def evaluate(
         summaries: S_t (absent = full documents).
         split: qrels split to evaluate ('dev' for early stopping, 'test' for the table).
         iteration: 0 = baseline, t >= 1 = iteration t (MLflow run name and step).
-        parent_run_id: MLflow parent run ('' = none).
+
+    The MLflow parent run is found from the output's URI (`kfp_ops.parent_run_for`): a run id input
+    would change the cache key on every run.
     """
     from resume import kfp_ops
     from resume.run_dir import PRIMARY_METRIC
@@ -48,7 +49,8 @@ def evaluate(
     params = {"iteration": iteration, "split": split, "retriever": retriever,
               "texts": "summaries" if summaries else "documents",
               **{f"evaluate.{k}": v for k, v in vars(cfg.evaluate).items()}}
-    with kfp_ops.child_run(parent_run_id, name, cfg.tracking.experiment, params) as ml:
+    parent = kfp_ops.parent_run_for(eval_dir, cfg.tracking.experiment)
+    with kfp_ops.child_run(parent, name, cfg.tracking.experiment, params) as ml:
         from resume.evaluate import evaluate_retrieval
 
         values = evaluate_retrieval(cfg, data_dir=cfg.data.path, split=split, retriever=retriever,

@@ -28,26 +28,42 @@ def test_round_writes_model_reward_log_and_metrics(trained):
 
 
 class FakeClient:
-    """The slice of ray.job_submission.JobSubmissionClient that submit_job uses."""
+    """The slice of ray.job_submission.JobSubmissionClient that submit_job uses (unknown ids raise, as in Ray)."""
 
-    def __init__(self, status="SUCCEEDED", on_submit=None):
+    def __init__(self, status="SUCCEEDED", on_submit=None, jobs=None):
         self.status, self.on_submit, self.submitted = status, on_submit, []
+        self.jobs = dict(jobs or {})  # submission id -> status (jobs of earlier attempts)
+        self.ids, self.stopped = [], []
 
     def submit_job(self, *, entrypoint, submission_id=None, runtime_env=None, metadata=None):
+        sid = submission_id or "raysubmit_1"
+        if sid in self.jobs:
+            raise RuntimeError(f"Job with submission_id {sid} already exists")
         self.submitted.append(entrypoint)
+        self.ids.append(sid)
         if self.on_submit:
             self.on_submit(entrypoint)
-        return submission_id or "raysubmit_1"
+        self.jobs[sid] = self.status
+        return sid
 
     async def tail_job_logs(self, job_id):
         for line in ("step 1 reward -1.0\n", "step 2 reward -0.5\n"):
             yield line
 
     def get_job_status(self, job_id):
-        return self.status
+        if job_id not in self.jobs:
+            raise RuntimeError(f"Job {job_id} does not exist")
+        if self.jobs[job_id] == "RUNNING":  # an earlier attempt's job that finishes while we wait
+            self.jobs[job_id] = "SUCCEEDED"
+            return "RUNNING"
+        return self.jobs[job_id]
 
     def get_job_logs(self, job_id):
         return "Traceback ...\nRuntimeError: CUDA out of memory"
+
+    def stop_job(self, job_id):
+        self.stopped.append(job_id)
+        return True
 
 
 def _fake_train(entrypoint: str) -> None:
@@ -57,7 +73,7 @@ def _fake_train(entrypoint: str) -> None:
     args = build_parser().parse_args(shlex.split(entrypoint)[1:])
     assert args.command == "grpo-train"
     out = Path(args.out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)  # a retried job writes where the earlier one left checkpoints
     (out / "config.json").write_text("{}")
     (out / "reward_log.jsonl").write_text('{"step": 1, "reward_mean": 0.5}\n{"step": 2, "reward_mean": 1.0}\n')
     assert Path(args.data, "corpus.jsonl").is_file()
@@ -79,6 +95,75 @@ def test_job_submission_streams_logs_and_copies_the_model(tiny, tmp_path, monkey
     assert "step 2 reward -0.5" in capsys.readouterr().out, "job logs are streamed"
     assert (Path(model.path) / "config.json").is_file()
     assert json.loads(Path(metrics.path).read_text())["reward_mean"] == pytest.approx(0.75)
+
+
+def _remote(tiny, tmp_path, client, monkeypatch, run="run-1"):
+    cfg, data = tiny
+    monkeypatch.setattr(ray_jobs, "_default_client", lambda address: client)
+    task = tmp_path / "kfp" / run / "grpo-train-2"
+    model, metrics = artifact(Model, task / "model"), artifact(Metrics, task / "metrics")
+    grpo_train.python_func(config=cfg, data=data, model=model, metrics=metrics, iteration=2,
+                           ray_address="http://head:8265", shared_dir=str(tmp_path / "shared"))
+    return model
+
+
+def test_submission_id_and_work_dir_are_deterministic_per_task(tiny, tmp_path, monkeypatch):
+    """Same task, same run: the same work dir and submission id in every attempt; another run: others.
+    The work dir is deleted once the model is in the output artifact."""
+    seen = []
+
+    def record(entrypoint):
+        import shlex
+
+        seen.append(Path(shlex.split(entrypoint)[shlex.split(entrypoint).index("--out") + 1]).parent)
+        _fake_train(entrypoint)
+
+    ids = []
+    for attempt, run in ((1, "run-1"), (2, "run-1"), (3, "run-2")):
+        client = FakeClient(on_submit=record)
+        _remote(tiny, tmp_path / f"a{attempt}" if run == "run-2" else tmp_path, client, monkeypatch, run)
+        ids += client.ids
+        assert not seen[-1].exists(), "the work dir of a finished task is deleted"
+    assert ids[0] == ids[1] != ids[2] and seen[0] == seen[1] != seen[2]
+    name = kfp_ops.task_work_name(artifact(Model, tmp_path / "kfp" / "run-1" / "grpo-train-2" / "model"), 2)
+    assert seen[0] == tmp_path / "shared" / "ray-jobs" / name and name.startswith("run-1/grpo-train-2-iter02-")
+    assert ids[0] == "resume-" + name.replace("/", "-")
+    assert not (tmp_path / "shared" / "ray-jobs" / "run-1").exists(), "the run's empty dir goes too"
+
+
+def test_retry_attaches_to_the_running_job_of_the_killed_attempt(tiny, tmp_path, monkeypatch):
+    name = kfp_ops.task_work_name(artifact(Model, tmp_path / "kfp" / "run-1" / "grpo-train-2" / "model"), 2)
+    sid = "resume-" + name.replace("/", "-")
+    client = FakeClient(jobs={sid: "RUNNING"})
+
+    def earlier_attempt_output():  # what the still-running job of the killed attempt writes
+        out = tmp_path / "shared" / "ray-jobs" / name / "out"
+        out.mkdir(parents=True)
+        (out / "config.json").write_text("{}")
+        (out / "reward_log.jsonl").write_text('{"step": 1, "reward_mean": 0.25}\n')
+
+    earlier_attempt_output()
+    writing = tmp_path / "shared" / "ray-jobs" / name / "out" / "checkpoints" / "checkpoint-2"
+    writing.mkdir(parents=True)  # the running job is saving it: attaching must leave it alone
+    seen = []
+    monkeypatch.setattr(ray_jobs, "wait_for_job", lambda c, j, **kw: (seen.append(writing.is_dir()), "SUCCEEDED")[1])
+    model = _remote(tiny, tmp_path, client, monkeypatch)
+    assert client.submitted == [], "not submitted twice"
+    assert seen == [True]
+    assert read_reward_log(model.path) == [{"step": 1, "reward_mean": 0.25}]
+
+
+def test_retry_resubmits_after_the_earlier_job_failed(tiny, tmp_path, monkeypatch):
+    name = kfp_ops.task_work_name(artifact(Model, tmp_path / "kfp" / "run-1" / "grpo-train-2" / "model"), 2)
+    sid = "resume-" + name.replace("/", "-")
+    half = tmp_path / "shared" / "ray-jobs" / name / "out" / "checkpoints" / "checkpoint-3"
+    half.mkdir(parents=True)  # the stopped job was killed while saving it (no trainer_state.json yet)
+    client = FakeClient(on_submit=lambda e: (seen.append(half.exists()), _fake_train(e)),
+                        jobs={sid: "FAILED", f"{sid}-r1": "STOPPED"})
+    seen = []
+    _remote(tiny, tmp_path, client, monkeypatch)
+    assert client.ids == [f"{sid}-r2"]
+    assert seen == [False], "the new job must not resume from a half-written checkpoint"
 
 
 def test_job_failure_fails_the_component(tiny, tmp_path, monkeypatch):
@@ -112,5 +197,8 @@ def test_compiles(tmp_path):
 
     out = tmp_path / "c.yaml"
     compiler.Compiler().compile(grpo_train, str(out))
-    text = out.read_text()
+    import yaml
+
+    (ex,) = yaml.safe_load(out.read_text())["deploymentSpec"]["executors"].values()
+    text = "\n".join(ex["container"]["command"] + ex["container"]["args"])  # parsed: YAML may fold long lines
     assert "from resume import kfp_ops" in text and "pip install" not in text

@@ -26,6 +26,15 @@ def test_registers_the_final_models(tiny, trained, tmp_path):
     assert result["summarizer"]["name"] == "resume-summarizer" and result["retriever"]["name"] == "resume-retriever"
     assert result["summarizer"]["champion"] and result["test_mrr@10"] == trained["mrr"]
     assert out.metadata["iteration"] == 2
+    # results.json goes through resume.run_dir: the typed schema, paths relative to the run dir
+    from resume import run_dir as rd
+
+    text = (run / "results.json").read_text()
+    assert str(run) not in text and json.loads(text)["iterations"][0]["summaries"] == "./iter_02/summaries.jsonl"
+    res = rd.read_results(run)
+    assert res["source"] == "kfp" and res["schema_version"] == rd.RESULTS_SCHEMA_VERSION
+    assert res["final"]["retriever"] == str(run / "iter_02" / "retriever") and Path(res["final"]["retriever"]).is_dir()
+    assert res["systems"]["iterative"]["test"]["mrr@10"] == trained["mrr"]
 
 
 def test_compiles(tmp_path):

@@ -26,7 +26,6 @@ def retriever_finetune(
     split: str = "",
     nproc: int = 0,
     iteration: int = 1,
-    parent_run_id: str = "",
 ):
     """Fine-tune the retriever with InfoNCE; writes an encoder dir and train_log.jsonl.
 
@@ -40,7 +39,9 @@ def retriever_finetune(
         split: training qrels split ('' = data.train_split).
         nproc: DDP processes (0 = the config's finetune.nproc).
         iteration: 1-based iteration (MLflow run name).
-        parent_run_id: MLflow parent run ('' = none).
+
+    The MLflow parent run is found from the output's URI (`kfp_ops.parent_run_for`): a run id input
+    would change the cache key on every run.
     """
     import json
     from pathlib import Path
@@ -54,7 +55,8 @@ def retriever_finetune(
             else cfg.retriever.model)
     params = {"iteration": iteration, "init_model": init, "texts": "summaries" if summaries else "documents",
               **{f"finetune.{k}": v for k, v in vars(cfg.finetune).items()}}
-    with kfp_ops.child_run(parent_run_id, f"retriever-finetune-iter{iteration:02d}", cfg.tracking.experiment,
+    parent = kfp_ops.parent_run_for(model, cfg.tracking.experiment)
+    with kfp_ops.child_run(parent, f"retriever-finetune-iter{iteration:02d}", cfg.tracking.experiment,
                            params) as ml:
         from resume.retriever import finetune_retriever
 

@@ -30,7 +30,6 @@ def summarize_corpus(
     num_actors: int = 1,
     gpus_per_actor: float = 0.0,
     shared_dir: str = "",
-    parent_run_id: str = "",
 ):
     """Summarise the working corpus with f_t; writes summaries.jsonl ({"_id","summary","completion",...}).
 
@@ -43,8 +42,11 @@ def summarize_corpus(
         retriever_in: the retriever whose tokenizer counts summary tokens (absent = config's).
         ray_address: '', 'local', 'auto', 'ray://...', or the KubeRay job-submission URL.
         num_actors / gpus_per_actor: Ray Data generation actors.
-        shared_dir: volume mounted in this pod and in the Ray pods (job submission only).
-        parent_run_id: MLflow parent run ('' = none).
+        shared_dir: volume mounted in this pod and in the Ray pods (job submission only); the job's
+            work dir (and its completion cache, which a retried task resumes from) lives there.
+
+    The MLflow parent run is found from the output's URI (`kfp_ops.parent_run_for`): a run id input
+    would change the cache key on every run.
     """
     from resume import kfp_ops, ray_jobs
 
@@ -55,11 +57,14 @@ def summarize_corpus(
                  else cfg.retriever.model)
     params = {"iteration": iteration, "summarizer": model, "ray_address": ray_address or "in-process",
               **{f"summarizer.{k}": v for k, v in vars(cfg.summarizer).items() if k != "prompt"}}
-    with kfp_ops.child_run(parent_run_id, f"summarize-corpus-iter{iteration:02d}", cfg.tracking.experiment,
+    remote = ray_jobs.is_remote(ray_address)
+    work_name = kfp_ops.task_work_name(summaries, iteration) if remote and shared_dir else ""
+    parent = kfp_ops.parent_run_for(summaries, cfg.tracking.experiment)
+    with kfp_ops.child_run(parent, f"summarize-corpus-iter{iteration:02d}", cfg.tracking.experiment,
                            params) as ml:
-        if ray_jobs.is_remote(ray_address):
+        if remote:
             ray_jobs.run_stage_on_cluster(
-                ray_address, stage="summarize", shared_dir=shared_dir, cfg=cfg,
+                ray_address, stage="summarize", shared_dir=shared_dir, work_name=work_name, cfg=cfg,
                 data_dir=cfg.data.path, summarizer=model, retriever=retriever, dest=summaries.path,
                 num_actors=num_actors, gpus_per_actor=gpus_per_actor)
             stats = {}
@@ -74,6 +79,8 @@ def summarize_corpus(
         stats = dict(stats or {})
         kfp_ops.log_metrics(ml, stats)
         kfp_ops.write_metrics(metrics, stats)
+    if work_name:
+        ray_jobs.remove_work_dir(shared_dir, work_name)
 
 
 if __name__ == "__main__":

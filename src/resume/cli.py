@@ -184,6 +184,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class _HelpConfig(argparse.Action):
+    """`--help-config`: print every config key with its default and meaning, then exit (as --help does:
+    before the other arguments are checked, so `resume run --help-config` needs no --out; loads no model)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from resume.config import format_config_help
+
+        print(format_config_help(), end="")
+        parser.exit()
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if not args.config:
         args.config = "configs/demo.yaml"
@@ -337,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ablations", help="comma-separated ablations (default: loop.ablations)")
         p.add_argument("--force", action="store_true",
                        help="continue a run dir whose config.yaml differs (completed stages are kept)")
+        p.add_argument("--help-config", action=_HelpConfig,
+                       help="print every config key (dotted, e.g. grpo.learning_rate) with its default and meaning")
         p.set_defaults(func=func)
         _outputs(p, ("out", "dir", "--out"))
 

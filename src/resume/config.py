@@ -13,6 +13,7 @@ the key, the bad value and what is allowed, e.g.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -33,40 +34,38 @@ def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class DataConfig:
-    """Which collection to use and which part of it.
+    """Which collection to use and which part of it: the source, a working set for CPU budgets (`None` =
+    everything), and an optional out-of-distribution collection."""
 
-    Source:
-        path: a BEIR-layout directory (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`) or
-            `hf:<dataset name>` for a hub dataset (BEIR names, `msmarco`), loaded through `datasets`.
-        train_split / dev_split / test_split: qrels split names for GRPO + retriever adaptation, early
-            stopping, and the final table.
-    Working set (CPU budgets; `None` = everything):
-        max_train_queries / max_eval_queries: use at most this many queries per split (seeded sample).
-        distractors: keep every document judged for the chosen queries plus this many sampled others;
-            `None` keeps the whole corpus.
-        seed: seed of the samples above.
-    Out of distribution:
-        ood: a second BEIR-layout directory (or `hf:<dataset name>`), e.g. `data/medline`, on which the
-            models trained on `path` are evaluated out of distribution, with no further training;
-            `None` = no OOD evaluation. A local path that does not exist is reported when the run
-            starts, not when the config loads.
-        ood_split: the qrels split of `ood` that is evaluated (`data/medline` has only `test`).
-        ood_max_queries / ood_distractors: an OOD working set, as max_eval_queries / distractors do for
-            `path` (seeded by `seed`; materialised once as <run_dir>/ood/data); `None` = all of it.
-    """
-
-    path: str = "data/cranfield"
-    train_split: str = "train"
-    dev_split: str = "dev"
-    test_split: str = "test"
-    max_train_queries: int | None = None
-    max_eval_queries: int | None = None
-    distractors: int | None = None
-    seed: int = 13
-    ood: str | None = None
-    ood_split: str = "test"
-    ood_max_queries: int | None = None
-    ood_distractors: int | None = None
+    path: str = field(default="data/cranfield", metadata={"help": (
+        "The collection: a BEIR-layout directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or "
+        "`hf:<dataset name>` for a hub dataset (BEIR names, `msmarco`), loaded through `datasets`.")})
+    train_split: str = field(default="train", metadata={"help": (
+        "Qrels split of the training queries: GRPO prompts and retriever adaptation.")})
+    dev_split: str = field(default="dev", metadata={"help": (
+        "Qrels split for early stopping on the metric and for choosing fusion weights.")})
+    test_split: str = field(default="test", metadata={"help": "Qrels split of the final results table."})
+    max_train_queries: int | None = field(default=None, metadata={"help": (
+        "Use at most this many training queries (seeded sample); null = all.")})
+    max_eval_queries: int | None = field(default=None, metadata={"help": (
+        "Use at most this many queries of each evaluation split (seeded sample); null = all.")})
+    distractors: int | None = field(default=None, metadata={"help": (
+        "Keep every document judged for the chosen queries plus this many sampled others; null keeps the "
+        "whole corpus.")})
+    seed: int = field(default=13, metadata={"help": "Seed of the query and distractor samples."})
+    ood: str | None = field(default=None, metadata={"help": (
+        "A second BEIR-layout directory (or `hf:<dataset name>`), e.g. `data/medline`, on which the models "
+        "trained on `path` are evaluated out of distribution, with no further training; null = no OOD "
+        "evaluation. A local path that does not exist is reported when the run starts, not when the "
+        "config loads.")})
+    ood_split: str = field(default="test", metadata={"help": (
+        "The qrels split of `ood` that is evaluated (`data/medline` has only `test`).")})
+    ood_max_queries: int | None = field(default=None, metadata={"help": (
+        "An OOD working set: at most this many `ood_split` queries (seeded by `seed`; materialised once as "
+        "<run_dir>/ood/data); null = all.")})
+    ood_distractors: int | None = field(default=None, metadata={"help": (
+        "An OOD working set: the documents judged for its queries plus this many others; null = the whole "
+        "OOD corpus.")})
 
     def __post_init__(self):
         for k in ("max_train_queries", "max_eval_queries", "distractors", "ood_max_queries", "ood_distractors"):
@@ -79,26 +78,24 @@ class DataConfig:
 
 @dataclass
 class RetrieverConfig:
-    """The dense retriever g: encoder, pooling and encoding settings.
+    """The dense retriever g: encoder, pooling and encoding settings."""
 
-    model: hub id (`facebook/contriever`), local dir, or packaged short name (`all-minilm-l6-v2`,
-        `tiny-encoder`); see `resume.models`.
-    pooling: `mean` (Contriever, MiniLM) or `cls`.
-    normalize: L2-normalise embeddings (then inner product = cosine).
-    max_length: truncation length in tokens for queries and documents.
-    query_prefix / doc_prefix: strings prepended before encoding (e5-style models need them).
-    batch_size: encoding batch size.
-    dtype: `auto` = bf16 on GPU, fp32 on CPU.
-    """
-
-    model: str = "all-minilm-l6-v2"
-    pooling: Literal["mean", "cls"] = "mean"
-    normalize: bool = True
-    max_length: int = 256
-    query_prefix: str = ""
-    doc_prefix: str = ""
-    batch_size: int = 64
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    model: str = field(default="all-minilm-l6-v2", metadata={"help": (
+        "Retriever g_0: hub id (`facebook/contriever`), local dir, or packaged short name (`all-minilm-l6-v2`, "
+        "`tiny-encoder`); see `resume.models`.")})
+    pooling: Literal["mean", "cls"] = field(default="mean", metadata={"help": (
+        "How token embeddings become one vector: `mean` (Contriever, MiniLM) or `cls`.")})
+    normalize: bool = field(default=True, metadata={"help": (
+        "L2-normalise embeddings (then inner product = cosine).")})
+    max_length: int = field(default=256, metadata={"help": (
+        "Truncation length in tokens for queries and documents.")})
+    query_prefix: str = field(default="", metadata={"help": (
+        "String prepended to every query before encoding (e5-style models need one).")})
+    doc_prefix: str = field(default="", metadata={"help": (
+        "String prepended to every document or summary before encoding.")})
+    batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "Weights dtype: `auto` = bf16 on GPU, fp32 on CPU.")})
 
     def __post_init__(self):
         _check(self.max_length > 0, "retriever.max_length", self.max_length, "a positive integer")
@@ -120,49 +117,50 @@ DEFAULT_PROMPTS = {
 
 @dataclass
 class SummarizerConfig:
-    """The summarizer f and corpus summarisation (summarize-corpus).
+    """The summarizer f and corpus summarisation (summarize-corpus): the model, the prompt, and greedy
+    generation (corpus summaries are greedy, as in the paper)."""
 
-    Model:
-        model: hub id (`Qwen/Qwen3-4B-Thinking-2507`), local dir, or packaged short name
-            (`smollm2-135m-instruct`, `tiny-causal-lm`).
-        thinking: `auto` detects a template that prefills `<think>`; `true`/`false` force it.
-    Prompt:
-        separator: the tag that ends the reasoning; the summary is the text after its last occurrence.
-        reasoning: `think` (the paper: the model reasons, closes the tag, then writes the summary) or
-            `skip` (the generation prompt is prefilled with an EMPTY reasoning block
-            `<think>\n\n</think>\n\n`, so every generated token goes to the summary and the separator
-            is always there; for small non-thinking models, see docs/DESIGN.md "Summary format").
-        prompt: user-message template with `{document}`; `{min_tokens}`/`{max_tokens}` are filled from
-            the reward config, `{min_words}`/`{max_words}` with 3/4 of them (a model counts words better
-            than tokens). Empty = the default prompt of the `reasoning` mode (`DEFAULT_PROMPTS`); no
-            bracketed placeholders (SmolLM2-135M copied `[summary]` into every summary).
-        max_doc_tokens: documents are truncated to this many summarizer tokens inside the prompt.
-        prefill_think: (`reasoning: think`) for a template that does not prefill `<think>` itself, append
-            `<think>\n` to the generation prompt, so every completion has the thinking shape
-            `reasoning</think>summary` (SmolLM2-135M-Instruct wrote the separator in 0 of 8 Cranfield
-            documents without it, 8 of 8 with it). `false`: the model opens and closes the tags itself.
-    Generation (greedy for corpus summaries, as in the paper):
-        max_new_tokens, batch_size, dtype, backend (`hf`, or `vllm` where installed).
-        no_repeat_ngram_size: > 0 bans repeating an n-gram of the summary itself (the document's n-grams
-            stay allowed; `resume.summarizer.GeneratedNoRepeatNGram`): greedy loops of small models. `hf`
-            backend only; 0 = off.
-        fallback: what the index gets when a completion has no separator: `completion` (the whole
-            completion, stripped of `<think>` tags) or `document` (the document text, truncated).
-    """
-
-    model: str = "smollm2-135m-instruct"
-    thinking: Literal["auto", True, False] = "auto"
-    separator: str = "</think>"
-    reasoning: Literal["think", "skip"] = "think"
-    prompt: str = ""
-    prefill_think: bool = True
-    max_doc_tokens: int = 512
-    max_new_tokens: int = 256
-    batch_size: int = 16
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    backend: Literal["hf", "vllm"] = "hf"
-    no_repeat_ngram_size: int = 0
-    fallback: Literal["completion", "document"] = "completion"
+    model: str = field(default="smollm2-135m-instruct", metadata={"help": (
+        "Summarizer f_0: hub id (`Qwen/Qwen3-4B-Thinking-2507`), local dir, or packaged short name "
+        "(`smollm2-135m-instruct`, `tiny-causal-lm`).")})
+    thinking: Literal["auto", True, False] = field(default="auto", metadata={"help": (
+        "Whether the chat template is a thinking one: `auto` detects a template that prefills `<think>`; "
+        "true/false force it.")})
+    separator: str = field(default="</think>", metadata={"help": (
+        "The tag that ends the reasoning; the summary is the text after its last occurrence.")})
+    reasoning: Literal["think", "skip"] = field(default="think", metadata={"help": (
+        "`think` (the paper: the model reasons, closes the tag, then writes the summary) or `skip` (the "
+        "generation prompt is prefilled with an EMPTY reasoning block `<think>\\n\\n</think>\\n\\n`, so every "
+        "generated token goes to the summary and the separator is always there; for small non-thinking "
+        "models, see docs/DESIGN.md \"Summary format\").")})
+    prompt: str = field(default="", metadata={"help": (
+        "User-message template with `{document}`; `{min_tokens}`/`{max_tokens}` are filled from the reward "
+        "config, `{min_words}`/`{max_words}` with 3/4 of them (a model counts words better than tokens). "
+        "Empty = the default prompt of the `reasoning` mode (`DEFAULT_PROMPTS`); no bracketed placeholders "
+        "(SmolLM2-135M copied `[summary]` into every summary).")})
+    prefill_think: bool = field(default=True, metadata={"help": (
+        "(`reasoning: think`) For a template that does not prefill `<think>` itself, append `<think>\\n` to "
+        "the generation prompt, so every completion has the shape `reasoning</think>summary` "
+        "(SmolLM2-135M-Instruct wrote the separator in 0 of 8 Cranfield documents without it, 8 of 8 with "
+        "it). false: the model opens and closes the tags itself. With `reasoning: skip`, false leaves the "
+        "reasoning block out: the prompt ends with the separator alone (e.g. `separator: 'Summary:'` for a "
+        "model that never saw reasoning tags).")})
+    max_doc_tokens: int = field(default=512, metadata={"help": (
+        "Documents are truncated to this many summarizer tokens inside the prompt.")})
+    max_new_tokens: int = field(default=256, metadata={"help": (
+        "Most tokens generated per corpus summary (reasoning included).")})
+    batch_size: int = field(default=16, metadata={"help": "Generation batch size (documents per batch)."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "Weights dtype: `auto` = bf16 on GPU, fp32 on CPU.")})
+    backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": (
+        "Generation backend: `hf` (transformers) or `vllm` (where installed).")})
+    no_repeat_ngram_size: int = field(default=0, metadata={"help": (
+        "> 0 bans repeating an n-gram of the summary itself (the document's n-grams stay allowed; "
+        "`resume.summarizer.GeneratedNoRepeatNGram`): against greedy loops of small models. `hf` backend "
+        "only; 0 = off.")})
+    fallback: Literal["completion", "document"] = field(default="completion", metadata={"help": (
+        "What the index gets when a completion has no separator: `completion` (the whole completion, "
+        "stripped of `<think>` tags) or `document` (the document text, truncated).")})
 
     def __post_init__(self):
         _check(bool(self.separator.strip()), "summarizer.separator", self.separator, "a non-empty tag")
@@ -178,33 +176,35 @@ class SummarizerConfig:
 
 @dataclass
 class RewardConfig:
-    """The reward of DESIGN §1.1 (StructureReward + r_phi).
+    """The reward of DESIGN §1.1 (StructureReward + r_phi). Lengths are token counts under the retriever's
+    tokenizer, no special tokens: min_tokens..max_tokens -> in_range; max_tokens < n <= over_limit ->
+    slightly_over; n < min_tokens -> under; n > over_limit -> far_over; no separator -> missing_separator
+    (and r_phi = -1 too)."""
 
-    Structure (token counts under the retriever's tokenizer, no special tokens):
-        min_tokens..max_tokens -> in_range (1.0); max_tokens < n <= over_limit -> slightly_over (0.9);
-        n < min_tokens -> under (0.3); n > over_limit -> far_over (0.0, our choice: a summary past
-        the limit bloats the index and is truncated by the retriever anyway, so it earns less than
-        a short one); missing separator -> missing_separator (-1.0, and r_phi = -1 too).
-    Retrieval:
-        discrete: map Delta through the paper's bins; `false` = the "w/o discrete reward" ablation.
-        use_negatives / num_negatives: negative queries sampled uniformly from the training queries
-            minus the document's positives (seeded); `use_negatives: false` = "w/o negative queries".
-        clamp_negative: clamp cosine similarities at 0 before RetScore (a zero denominator gives 0).
-    """
-
-    min_tokens: int = 64
-    max_tokens: int = 128
-    over_limit: int = 160
-    in_range: float = 1.0
-    slightly_over: float = 0.9
-    under: float = 0.3
-    far_over: float = 0.0
-    missing_separator: float = -1.0
-    discrete: bool = True
-    use_negatives: bool = True
-    num_negatives: int = 8
-    clamp_negative: bool = True
-    seed: int = 0
+    min_tokens: int = field(default=64, metadata={"help": "Shortest summary length (tokens) scored `in_range`."})
+    max_tokens: int = field(default=128, metadata={"help": "Longest summary length (tokens) scored `in_range`."})
+    over_limit: int = field(default=160, metadata={"help": (
+        "Up to this many tokens a summary is `slightly_over`; longer ones are `far_over`.")})
+    in_range: float = field(default=1.0, metadata={"help": "Structure reward of a summary of the right length."})
+    slightly_over: float = field(default=0.9, metadata={"help": (
+        "Structure reward of a summary between max_tokens and over_limit.")})
+    under: float = field(default=0.3, metadata={"help": "Structure reward of a summary shorter than min_tokens."})
+    far_over: float = field(default=0.0, metadata={"help": (
+        "Structure reward of a summary longer than over_limit (our choice: it bloats the index and is "
+        "truncated by the retriever anyway, so it earns less than a short one).")})
+    missing_separator: float = field(default=-1.0, metadata={"help": (
+        "Structure reward of a completion without the separator (its retrieval reward is -1 too).")})
+    discrete: bool = field(default=True, metadata={"help": (
+        "Map Delta = RetScore(summary) - RetScore(document) through the paper's bins; false = the "
+        "\"w/o discrete reward\" ablation (Delta itself).")})
+    use_negatives: bool = field(default=True, metadata={"help": (
+        "Score against negative queries too; false = the \"w/o negative queries\" ablation.")})
+    num_negatives: int = field(default=8, metadata={"help": (
+        "Negative queries per document, sampled uniformly from the training queries minus the document's "
+        "positives (seeded).")})
+    clamp_negative: bool = field(default=True, metadata={"help": (
+        "Clamp cosine similarities at 0 before RetScore (a zero denominator gives 0).")})
+    seed: int = field(default=0, metadata={"help": "Seed of the negative-query samples."})
 
     def __post_init__(self):
         _check(0 < self.min_tokens <= self.max_tokens <= self.over_limit, "reward.min_tokens/max_tokens/over_limit",
@@ -214,52 +214,55 @@ class RewardConfig:
 
 @dataclass
 class GRPOConfig:
-    """GRPO training of the summarizer with TRL's `GRPOTrainer` (grpo-train).
+    """GRPO training of the summarizer with TRL's `GRPOTrainer` (grpo-train). The paper: batch 128, 200
+    steps, lr 3e-7, beta 0.5, where "batch 128" = completions per optimiser step =
+    per_device_train_batch_size x gradient_accumulation_steps x world size (Ray workers); prompts per step =
+    that product / num_generations."""
 
-    Optimisation (paper: batch 128, 200 steps, lr 3e-7, beta 0.5):
-        learning_rate, max_steps, beta (TRL's KL coefficient), loss_type (`grpo` as in the paper;
-        TRL recommends `dapo` or `dr_grpo` for short completions: no per-sequence length normalisation).
-        scale_rewards: TRL's advantage scaling, `group` (divide by the group's reward std, the paper's
-            GRPO), `batch` or `none` (Dr. GRPO: no std division).
-        mask_truncated_completions: leave completions cut by max_completion_length out of the loss
-            (DAPO): a cut summary is not a summary.
-        per_device_train_batch_size x gradient_accumulation_steps x world size = completions per
-        optimiser step; num_generations completions per prompt (the group), so prompts per step =
-        that product / num_generations. The paper's "batch 128" = 128 completions per step.
-    Generation during training: max_completion_length, temperature, top_p.
-    Precision: bf16 `null` = bf16 mixed precision on a GPU (when summarizer.dtype allows), fp32 on CPU;
-        `true` = bf16 autocast on CPU too (worth it where the CPU has AMX or AVX512-BF16); `false` = fp32.
-    Data: max_train_docs caps the GRPO prompt set (seeded sample), `None` = every training document
-        with at least one positive query. judge_docs: training documents held out of GRPO for the fixed
-        judge (`resume.quality.fixed_judge`; at most half of them; 0 = none).
-    Launch: launcher `local` (TRL/accelerate in-process) or `ray` (Ray Train TorchTrainer);
-        ray_address `None`/`local` starts Ray on this machine, or `ray://head:10001` / `auto`;
-        num_workers Ray workers; use_gpu.
-    """
-
-    learning_rate: float = 3e-7
-    max_steps: int = 200
-    beta: float = 0.5
-    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "grpo"
-    scale_rewards: Literal["group", "batch", "none"] = "group"
-    mask_truncated_completions: bool = False
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 16
-    num_generations: int = 8
-    max_completion_length: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    bf16: bool | None = None
-    max_train_docs: int | None = None
-    judge_docs: int = 64
-    logging_steps: int = 1
-    save_steps: int = 50
-    gradient_checkpointing: bool = False
-    launcher: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
-    num_workers: int = 1
-    use_gpu: bool = False
-    seed: int = 42
+    learning_rate: float = field(default=3e-7, metadata={"help": "Learning rate of the summarizer (paper: 3e-7)."})
+    max_steps: int = field(default=200, metadata={"help": "Optimiser steps per GRPO round (paper: 200)."})
+    beta: float = field(default=0.5, metadata={"help": "TRL's KL coefficient against the reference model (paper: 0.5)."})
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = field(default="grpo", metadata={"help": (
+        "TRL's loss: `grpo` as in the paper; TRL recommends `dapo` or `dr_grpo` for short completions (no "
+        "per-sequence length normalisation).")})
+    scale_rewards: Literal["group", "batch", "none"] = field(default="group", metadata={"help": (
+        "TRL's advantage scaling: `group` (divide by the group's reward std, the paper's GRPO), `batch`, or "
+        "`none` (Dr. GRPO: no std division).")})
+    mask_truncated_completions: bool = field(default=False, metadata={"help": (
+        "Leave completions cut by max_completion_length out of the loss (DAPO): a cut summary is not a "
+        "summary.")})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": (
+        "Completions per device per micro-batch.")})
+    gradient_accumulation_steps: int = field(default=16, metadata={"help": (
+        "Micro-batches per optimiser step.")})
+    num_generations: int = field(default=8, metadata={"help": (
+        "Completions per prompt (the group whose rewards give the advantages); must divide "
+        "per_device_train_batch_size x gradient_accumulation_steps.")})
+    max_completion_length: int = field(default=256, metadata={"help": (
+        "Most tokens generated per completion during training.")})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature during training."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold during training."})
+    bf16: bool | None = field(default=None, metadata={"help": (
+        "null = bf16 mixed precision on a GPU (when summarizer.dtype allows), fp32 on CPU; true = bf16 "
+        "autocast on CPU too (worth it where the CPU has AMX or AVX512-BF16); false = fp32.")})
+    max_train_docs: int | None = field(default=None, metadata={"help": (
+        "Cap on the GRPO prompt set (seeded sample); null = every training document with at least one "
+        "positive query.")})
+    judge_docs: int = field(default=64, metadata={"help": (
+        "Training documents held out of GRPO for the fixed judge (`resume.quality.fixed_judge`; at most half "
+        "of them; 0 = none).")})
+    logging_steps: int = field(default=1, metadata={"help": "Log (reward log, MLflow) every this many steps."})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps (a rerun resumes)."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": (
+        "Recompute activations in the backward pass (less memory, more time).")})
+    launcher: Literal["local", "ray"] = field(default="local", metadata={"help": (
+        "`local` (TRL/accelerate in this process) or `ray` (Ray Train TorchTrainer).")})
+    ray_address: str | None = field(default=None, metadata={"help": (
+        "Ray cluster: null or `local` starts Ray on this machine; `ray://head:10001` or `auto` joins one.")})
+    num_workers: int = field(default=1, metadata={"help": "Ray Train workers (launcher `ray`)."})
+    use_gpu: bool = field(default=False, metadata={"help": "Give each Ray worker a GPU (launcher `ray`)."})
+    seed: int = field(default=42, metadata={"help": (
+        "Seed of the trainer (sampling, data order) and of the max_train_docs and judge_docs samples.")})
 
     def __post_init__(self):
         _check(self.learning_rate > 0, "grpo.learning_rate", self.learning_rate, "a positive float")
@@ -279,27 +282,25 @@ class GRPOConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Contrastive adaptation of the retriever on (query, summary of a relevant document) pairs.
+    """Contrastive adaptation of the retriever on (query, summary of a relevant document) pairs: InfoNCE with
+    in-batch negatives gathered across DDP ranks, cosine / temperature; `nproc` processes under `torchrun`
+    (gloo on CPU, NCCL on GPU); a rerun resumes from the last checkpoint."""
 
-    InfoNCE with in-batch negatives gathered across DDP ranks, cosine / temperature.
-        learning_rate (AdamW, paper 1e-5), weight_decay, warmup_ratio, epochs or max_steps,
-        batch_size (per rank), temperature (Contriever-style 0.05), hard_negatives (per query,
-        mined with the current retriever; 0 = none, as in the paper).
-    Distributed: nproc processes under `torchrun` (gloo on CPU, NCCL on GPU); 1 runs in-process.
-    Crash safety: a checkpoint every checkpoint_steps; a rerun resumes from the last one.
-    """
-
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 32
-    temperature: float = 0.05
-    hard_negatives: int = 0
-    nproc: int = 1
-    checkpoint_steps: int = 50
-    seed: int = 42
+    learning_rate: float = field(default=1e-5, metadata={"help": "AdamW learning rate (paper: 1e-5)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps with a linear warm-up."})
+    epochs: int = field(default=1, metadata={"help": "Passes over the training pairs (unless max_steps)."})
+    max_steps: int | None = field(default=None, metadata={"help": (
+        "Optimiser steps per round; null = `epochs` passes over the pairs.")})
+    batch_size: int = field(default=32, metadata={"help": "Pairs per step per rank (the in-batch negatives)."})
+    temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature (Contriever-style 0.05)."})
+    hard_negatives: int = field(default=0, metadata={"help": (
+        "Hard negatives per query, mined once with the round's initial retriever; 0 = none, as in the paper.")})
+    nproc: int = field(default=1, metadata={"help": (
+        "DDP processes under torchrun; 1 runs in this process.")})
+    checkpoint_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
+    seed: int = field(default=42, metadata={"help": (
+        "Seed of the pair order, of dropout (per rank) and of the fixed batch the loss is logged on.")})
 
     def __post_init__(self):
         _check(self.learning_rate > 0, "finetune.learning_rate", self.learning_rate, "a positive float")
@@ -313,41 +314,40 @@ class FinetuneConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation: FAISS search and trec_eval metrics (MRR@10, NDCG@10, R@100, R@1000).
+    """Evaluation: FAISS search and trec_eval metrics (MRR@10, NDCG@10, R@100, R@1000), and what each
+    document is indexed as (`resume.evaluate`; with no summaries, every mode but `summary` is an error, and
+    `summary` indexes the full documents: the Baseline)."""
 
-    index: `auto` (default: `flat`, exact inner product, below `auto_min_docs` indexed vectors, `ivf` from
-        there on), `flat`, `ivf` or `hnsw` (approximate). The defaults keep recall@100 >= 0.99 of exact
-        search at 10k-1M vectors (bench/bench_scaling.py, bench/scaling.json; `resume.index.choose_kind`).
-    k: depth of the run file. nlist (null = 2 * sqrt(n), clamped to n // 39) / nprobe (IVF); hnsw_m /
-    ef_search / ef_construction (HNSW; a search returns at most max(ef_search, k) candidates, so ef_search
-    below k is raised to k). gpu: use GPU FAISS when present (`auto`).
-    What each document is indexed as (`resume.evaluate`; with no summaries, every mode but `summary` is an
-    error, and `summary` indexes the full documents: the Baseline):
-        mode: `summary` (the paper: one vector per document, its summary); `fused` (two views, the full
-            document and its summary, searched separately at k and fused over the union of candidates);
-            `long_only` (the summary only for documents longer than the retriever's window, i.e. more than
-            retriever max_length minus its special tokens, counted without special tokens; else the document).
-        fusion (`fused`): `score` = fusion_weight * cos(q, document) + (1 - fusion_weight) * cos(q, summary),
-            both cosines exact for every candidate; `rrf` = sum over the two ranked lists of
-            1 / (rrf_k + rank) (a list that misses the document adds 0).
-        fusion_weight: the document view's weight in [0, 1]; `None` = chosen by the caller on the dev split
-            (`resume.evaluate.choose_fusion_weight`, `resume evaluate --choose-weight-on dev`).
-        rrf_k: the RRF constant (60 as in Cormack et al., 2009).
-    """
-
-    index: Literal["flat", "ivf", "hnsw", "auto"] = "auto"
-    k: int = 1000
-    auto_min_docs: int = 100_000
-    nlist: int | None = None
-    nprobe: int = 64
-    hnsw_m: int = 32
-    ef_search: int = 4096
-    ef_construction: int = 40
-    gpu: Literal["auto", True, False] = "auto"
-    mode: Literal["summary", "fused", "long_only"] = "summary"
-    fusion: Literal["score", "rrf"] = "score"
-    fusion_weight: float | None = None
-    rrf_k: int = 60
+    index: Literal["flat", "ivf", "hnsw", "auto"] = field(default="auto", metadata={"help": (
+        "`auto` (`flat`, exact inner product, below `auto_min_docs` indexed vectors, `ivf` from there on), "
+        "`flat`, `ivf` or `hnsw` (approximate). The defaults keep recall@100 >= 0.99 of exact search at "
+        "10k-1M vectors (bench/bench_scaling.py, bench/scaling.json; `resume.index.choose_kind`).")})
+    k: int = field(default=1000, metadata={"help": "Depth of the run file (hits per query)."})
+    auto_min_docs: int = field(default=100_000, metadata={"help": (
+        "Index `auto`: indexed vectors from which IVF replaces the flat index.")})
+    nlist: int | None = field(default=None, metadata={"help": (
+        "IVF lists; null = 2 * sqrt(n), clamped to n // 39.")})
+    nprobe: int = field(default=64, metadata={"help": "IVF lists searched per query."})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node."})
+    ef_search: int = field(default=4096, metadata={"help": (
+        "HNSW search breadth; a search returns at most max(ef_search, k) candidates, so ef_search below k is "
+        "raised to k.")})
+    ef_construction: int = field(default=40, metadata={"help": "HNSW construction breadth."})
+    gpu: Literal["auto", True, False] = field(default="auto", metadata={"help": (
+        "Use GPU FAISS: `auto` = when present.")})
+    mode: Literal["summary", "fused", "long_only"] = field(default="summary", metadata={"help": (
+        "`summary` (the paper: one vector per document, its summary); `fused` (two views, the full document "
+        "and its summary, searched separately at k and fused over the union of candidates); `long_only` (the "
+        "summary only for documents longer than the retriever's window, i.e. more than retriever max_length "
+        "minus its special tokens, counted without special tokens; else the document).")})
+    fusion: Literal["score", "rrf"] = field(default="score", metadata={"help": (
+        "Mode `fused`: `score` = fusion_weight * cos(q, document) + (1 - fusion_weight) * cos(q, summary), "
+        "both cosines exact for every candidate; `rrf` = sum over the two ranked lists of 1 / (rrf_k + rank) "
+        "(a list that misses the document adds 0).")})
+    fusion_weight: float | None = field(default=None, metadata={"help": (
+        "The document view's weight in [0, 1]; null = chosen by the caller on the dev split "
+        "(`resume.evaluate.choose_fusion_weight`, `resume evaluate --choose-weight-on dev`).")})
+    rrf_k: int = field(default=60, metadata={"help": "The RRF constant (60 as in Cormack et al., 2009)."})
 
     def __post_init__(self):
         _check(self.k >= 10, "evaluate.k", self.k, "an integer >= 10 (MRR@10 needs the top 10)")
@@ -362,23 +362,25 @@ class EvalConfig:
 
 @dataclass
 class LoopConfig:
-    """Algorithm 1 and the systems compared.
+    """Algorithm 1 and the systems compared. Early stopping is decided after an iteration has completed
+    (`resume.run_dir.early_stop`); either rule stops the loop."""
 
-    max_iterations (paper: at most 10); stop early when the mean GRPO reward improves by less than
-    eps_reward or the dev-split MRR@10 by less than eps_metric (set either to null to disable it).
-    systems: any of baseline, fixed_summary, non_iterative, iterative, full_doc_control (the paper's rows
-        and the control it lacks), iterative_fused (S_T and the documents as two views of one index,
-        g_T, the document weight chosen on dev), lead and lead_fused (title + first sentence, no LLM,
-        with g_0: alone and fused with the document the same way).
-    ablations: any of no_retrieval_adaptation, no_negative_queries, continuous_reward.
-    """
-
-    max_iterations: int = 10
-    eps_reward: float | None = 0.01
-    eps_metric: float | None = 0.005
-    systems: list[str] = field(default_factory=lambda: list(SYSTEMS))
-    ablations: list[str] = field(default_factory=list)
-    seed: int = 42
+    max_iterations: int = field(default=10, metadata={"help": "Most iterations of the loop (paper: at most 10)."})
+    eps_reward: float | None = field(default=0.01, metadata={"help": (
+        "Stop when the mean GRPO reward improves by less than this over the previous round (from round 2); "
+        "null disables the rule.")})
+    eps_metric: float | None = field(default=0.005, metadata={"help": (
+        "Stop when the dev-split MRR@10 improves by less than this over the previous iteration (iteration 0 "
+        "= g_0 over S_0); null disables the rule.")})
+    systems: list[str] = field(default_factory=lambda: list(SYSTEMS), metadata={"help": (
+        "Any of baseline, fixed_summary, non_iterative, iterative, full_doc_control (the paper's rows and the "
+        "control it lacks), iterative_fused (S_T and the documents as two views of one index, g_T, the "
+        "document weight chosen on dev), lead and lead_fused (title + first sentence, no LLM, with g_0: "
+        "alone and fused with the document the same way).")})
+    ablations: list[str] = field(default_factory=list, metadata={"help": (
+        "Any of no_retrieval_adaptation, no_negative_queries, continuous_reward (each a loop of its own).")})
+    seed: int = field(default=42, metadata={"help": (
+        "Seed of python, numpy and torch, set before every stage (a resumed run gives the same numbers).")})
 
     def __post_init__(self):
         _check(1 <= self.max_iterations <= 100, "loop.max_iterations", self.max_iterations, "an integer in 1..100")
@@ -390,36 +392,40 @@ class LoopConfig:
 
 @dataclass
 class TrackingConfig:
-    """MLflow tracking and registry.
+    """MLflow tracking and registry."""
 
-    tracking_uri: `None` = `$MLFLOW_TRACKING_URI`, else a sqlite file in the run directory.
-    experiment: experiment name. register: register the final models at the end of `resume run`.
-    summarizer_name / retriever_name: registered model names; alias: the alias put on the best.
-    """
-
-    tracking_uri: str | None = None
-    experiment: str = "resume"
-    register: bool = True
-    summarizer_name: str = "resume-summarizer"
-    retriever_name: str = "resume-retriever"
-    alias: str = "champion"
+    tracking_uri: str | None = field(default=None, metadata={"help": (
+        "MLflow tracking URI; null = $MLFLOW_TRACKING_URI, else a sqlite file in the run directory.")})
+    experiment: str = field(default="resume", metadata={"help": "MLflow experiment name."})
+    register: bool = field(default=True, metadata={"help": (
+        "Register the final models at the end of `resume run`.")})
+    summarizer_name: str = field(default="resume-summarizer", metadata={"help": (
+        "Registered model name of the summarizer f_T.")})
+    retriever_name: str = field(default="resume-retriever", metadata={"help": (
+        "Registered model name of the retriever g_T.")})
+    alias: str = field(default="champion", metadata={"help": (
+        "The alias moved to the registered versions when they beat the current holder's test MRR@10.")})
 
 
 @dataclass
 class ResumeConfig:
     """The whole run: one section per stage."""
 
-    name: str = "resume"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    data: DataConfig = field(default_factory=DataConfig)
-    retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
-    summarizer: SummarizerConfig = field(default_factory=SummarizerConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    grpo: GRPOConfig = field(default_factory=GRPOConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    evaluate: EvalConfig = field(default_factory=EvalConfig)
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    name: str = field(default="resume", metadata={"help": "Name of the run (the report's title, MLflow tags)."})
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata={"help": (
+        "Where models run: `auto` = CUDA when available, else CPU.")})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "The collection and the working set."})
+    retriever: RetrieverConfig = field(default_factory=RetrieverConfig, metadata={"help": "The retriever g."})
+    summarizer: SummarizerConfig = field(default_factory=SummarizerConfig, metadata={"help": (
+        "The summarizer f and corpus summarisation.")})
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "The GRPO reward."})
+    grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "GRPO training of the summarizer."})
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={"help": (
+        "Contrastive adaptation of the retriever.")})
+    evaluate: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Indexing, search and metrics."})
+    loop: LoopConfig = field(default_factory=LoopConfig, metadata={"help": (
+        "Algorithm 1: iterations, early stopping, systems and ablations.")})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"help": "MLflow tracking and registry."})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -427,6 +433,9 @@ class ResumeConfig:
 
 # --------------------------------------------------------------------------------------------------
 # YAML / dict loading with typed validation
+
+
+_EXP_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
 def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
@@ -447,6 +456,8 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is int:
         return isinstance(value, int) and not isinstance(value, bool), value
     if tp is float:
+        if isinstance(value, str) and _EXP_FLOAT.fullmatch(value.strip()):
+            return True, float(value)  # `1e-6`: YAML 1.1 (PyYAML) reads a float without a dot as a string
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         return ok, float(value) if ok else value
     if tp is str:
@@ -502,6 +513,42 @@ def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(str(e) if str(e).startswith(prefix) or not prefix else f"{e}") from None
+
+
+def config_keys(cls: type = ResumeConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """Every key of the config, in declaration order: (dotted key, type, default, help) from the fields'
+    annotations, defaults and `metadata["help"]` (sections themselves are not listed, their keys are)."""
+    hints = get_type_hints(cls)
+    out: list[tuple[str, str, Any, str]] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += config_keys(tp, f"{prefix}{f.name}.")
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out.append((f"{prefix}{f.name}", _describe(tp), default, f.metadata.get("help", "")))
+    return out
+
+
+def format_config_help(width: int = 100) -> str:
+    """`resume run --help-config`: each key with its type, default (as YAML writes it) and meaning, by section."""
+    import json
+    import textwrap
+
+    hints = get_type_hints(ResumeConfig)
+    lines = ["Config keys (YAML sections, or --set KEY=VALUE); defaults as in `resume.config`:", ""]
+    section = None
+    for key, tp, default, help_ in config_keys():
+        head = key.split(".")[0] if "." in key else ""
+        if head != section:
+            section = head
+            if head:
+                sec = next(f for f in dataclasses.fields(ResumeConfig) if f.name == head)
+                lines += ["", f"{head}:  {sec.metadata.get('help', '')} ({hints[head].__name__})"]
+        lines.append(f"  {key} = {json.dumps(default)}  ({tp})")
+        lines += textwrap.wrap(help_, width, initial_indent="      ", subsequent_indent="      ",
+                               break_on_hyphens=False, break_long_words=False)
+    return "\n".join(lines) + "\n"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -23,6 +23,16 @@ coefficient (beta > 0 loads a reference model: the model is passed as a local pa
 for that), `loss_type`, `num_generations`; per_device_train_batch_size x gradient_accumulation_steps
 x world size = completions per optimiser step (the paper's batch 128). On CPU `use_cpu=True`, fp32.
 
+Live metrics: with a run named in `MLFLOW_RUN_ID` and a tracking URI in `MLFLOW_TRACKING_URI` (set by
+`resume.tracking.live_grpo` under `resume run`, injected into each task by KFP >= 2.17's MLflow
+integration), or an active MLflow run in this process (a KFP component's run), rank 0 logs each logged
+step's reward and its parts to that run while training (`MlflowRewardCallback`: `grpo/<reward_log key>` at
+step `RESUME_GRPO_STEP_OFFSET` + global step, the names `resume.tracking` replays the reward log under). Not
+transformers' own MLflowCallback (`report_to="mlflow"`): it logs asynchronously, writes every
+TrainingArguments field and the model config as params into the run, uses TRL's raw names with per-round
+steps, and starts/ends the fluent run itself. Without a tracking URI nothing is logged; a failed write is a
+warning (the reward log is replayed afterwards).
+
 Output (`out_dir`): the HF model dir (weights, config, tokenizer with its chat template),
 `reward_log.jsonl` (one row per optimiser step: reward mean/std, structure, retrieval, delta and
 summary length means, separator rate, loss, kl), `trainer_state.json`, and TRL checkpoints under
@@ -42,6 +52,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +215,65 @@ def make_reward(cfg: ResumeConfig, ds, rows: list[dict[str, Any]], retriever: st
 # ------------------------------------------------------------------------------------------ training
 
 
+def _log_row(state, logs: dict[str, Any]) -> dict[str, Any]:
+    """One reward_log.jsonl row of TRL's logs at a logging step."""
+    row = {"step": state.global_step}
+    for k, v in _LOG_KEYS.items():
+        if k in logs:
+            row[v] = logs[k]
+    return row
+
+
+def mlflow_target() -> tuple[str, str] | None:
+    """(tracking URI, run id) live GRPO metrics go to, or None (see the module docstring): MLFLOW_RUN_ID,
+    else this process's active MLflow run; only with a tracking URI configured (MLFLOW_TRACKING_URI, or
+    set in-process with mlflow.set_tracking_uri)."""
+    uri, run_id = os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_RUN_ID")
+    if "mlflow" in sys.modules:  # only ask MLflow if something imported it (an active run needs that)
+        import mlflow
+
+        active = mlflow.active_run()
+        if not run_id and active is not None:
+            run_id = active.info.run_id
+        if not uri and mlflow.is_tracking_uri_set():
+            uri = mlflow.get_tracking_uri()
+    return (uri, run_id) if uri and run_id else None
+
+
+def _mlflow_callback(uri: str, run_id: str, offset: int):
+    from transformers import TrainerCallback
+
+    class MlflowRewardCallback(TrainerCallback):
+        """Logs each logging step's reward_log row to an MLflow run as it happens (rank 0)."""
+
+        def __init__(self):
+            self.client = None
+            self.failed = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "reward" not in logs or self.failed:
+                return
+            import math
+            import time
+
+            from mlflow.entities import Metric
+            from mlflow.tracking import MlflowClient
+
+            now, step = int(time.time() * 1000), offset + state.global_step
+            metrics = [Metric(f"grpo/{k}", float(v), now, step) for k, v in _log_row(state, logs).items()
+                       if k != "step" and isinstance(v, int | float) and not isinstance(v, bool)
+                       and math.isfinite(float(v))]
+            try:
+                self.client = self.client or MlflowClient(tracking_uri=uri)
+                self.client.log_batch(run_id, metrics=metrics, synchronous=True)
+            except Exception as e:  # noqa: BLE001 - tracking must not stop training; the replay fills in
+                self.failed = True
+                print(f"warning: live GRPO metrics to MLflow run {run_id} at {uri} stopped: "
+                      f"{type(e).__name__}: {e}", file=sys.stderr)
+
+    return MlflowRewardCallback()
+
+
 def _reward_log_callback(path: Path):
     from transformers import TrainerCallback
 
@@ -213,10 +283,7 @@ def _reward_log_callback(path: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs or "reward" not in logs:
                 return
-            row = {"step": state.global_step}
-            for k, v in _LOG_KEYS.items():
-                if k in logs:
-                    row[v] = logs[k]
+            row = _log_row(state, logs)
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
                 f.flush()
@@ -334,9 +401,11 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
                 record.unlink(missing_ok=True)
         else:
             _trim_log(log_path, int(Path(last).name.rsplit("-", 1)[-1]))
+    target = mlflow_target() if rank == 0 else None
+    live = [_mlflow_callback(*target, int(os.environ.get("RESUME_GRPO_STEP_OFFSET") or 0))] if target else []
     trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args,
                           train_dataset=to_hf_dataset(rows), processing_class=tokenizer,
-                          callbacks=[_reward_log_callback(log_path), *(callbacks or [])])
+                          callbacks=[_reward_log_callback(log_path), *live, *(callbacks or [])])
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
@@ -357,7 +426,9 @@ def _ray_worker(config: dict[str, Any]) -> None:
 
 
 _PROPAGATE_ENV = ("RESUME_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE",
-                  "TOKENIZERS_PARALLELISM")
+                  "TOKENIZERS_PARALLELISM",
+                  # live GRPO metrics from the rank-0 worker (credentials stay out of Ray's runtime env)
+                  "MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "RESUME_GRPO_STEP_OFFSET")
 
 
 def _abs_if_path(x: str) -> str:

@@ -12,7 +12,13 @@ log to MLflow through `child_run`. Everything here is light at import (no torch,
 * Models: a Model artifact is a directory; `model_path` finds the HF model dir inside it (the
   library may return a sub-directory, recorded in the artifact's metadata as `model_dir`).
 * MLflow: with `MLFLOW_TRACKING_URI` unset (tests, local runs) nothing is logged; otherwise each
-  component opens a child run under the pipeline's parent run (`parent_run_id`).
+  component opens a child run under the pipeline's parent run. The uncached start-run task creates that
+  run (tagged with the KFP run's id and name) and passes its id to the uncached tasks; the cached tasks
+  never take it as an input (it would change their cache key on every run): `parent_run_for` finds it
+  from their own output artifact's URI, which holds the KFP run and is not part of KFP's cache key.
+* Retries: `task_work_name` names a task's work directory on the shared volume (and its Ray submission
+  id) from its output artifact's URI, the same for every attempt of one task in one run, different for
+  any other task or run; a retried grpo-train finds TRL's checkpoints there and resumes.
 * Early stopping: `continue_decision` = the iteration budget + `resume.run_dir.early_stop`, the rule
   `resume.loop.iterate` applies (DESIGN §1 / LoopConfig).
 
@@ -23,9 +29,11 @@ seeding, the early-stopping rule) live in `resume.run_dir`; the components impor
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,18 +172,56 @@ def mlflow_enabled() -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
-def start_parent_run(experiment: str, run_name: str, params: dict[str, Any] | None = None) -> str:
-    """Create the pipeline's parent MLflow run; '' when MLFLOW_TRACKING_URI is unset."""
+RUN_ID_TAG = "resume.kfp_run_id"      # the KFP run's id ({{$.pipeline_job_uuid}}), on the parent run
+RUN_NAME_TAG = "resume.kfp_run_name"  # the KFP run's name ({{$.pipeline_job_name}}; kfp.local's run dir)
+
+
+def start_parent_run(experiment: str, run_name: str, params: dict[str, Any] | None = None, *,
+                     kfp_run_id: str = "", kfp_run_name: str = "") -> str:
+    """Create the pipeline's parent MLflow run; '' when MLFLOW_TRACKING_URI is unset.
+
+    With `kfp_run_id`, a parent run already tagged with it is reused, so a retried start-run task
+    does not open a second one."""
     if not mlflow_enabled():
         return ""
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name or None, tags={"resume.source": "kfp"}) as run:
+    exp = mlflow.set_experiment(experiment)
+    if kfp_run_id:
+        found = mlflow.MlflowClient().search_runs([exp.experiment_id], f"tags.`{RUN_ID_TAG}` = '{kfp_run_id}'",
+                                                  max_results=1)
+        if found:
+            return found[0].info.run_id
+    tags = {"resume.source": "kfp", **({RUN_ID_TAG: kfp_run_id} if kfp_run_id else {}),
+            **({RUN_NAME_TAG: kfp_run_name} if kfp_run_name else {})}
+    with mlflow.start_run(run_name=run_name or None, tags=tags) as run:
         if params:
             mlflow.log_params(_flat(params))
         return run.info.run_id
+
+
+def parent_run_for(artifact, experiment: str, max_runs: int = 200) -> str:
+    """The parent MLflow run of the KFP run that writes `artifact` (an output of the calling task), or ''.
+
+    A KFP output URI holds the run (`<root>/<pipeline>/<run id>/<task>/[<salt>/]<name>` on a KFP
+    backend, `<root>/<run name>/<task>/<name>` under kfp.local): the parent run is the most recent one
+    of `experiment` whose KFP run id or name is one of the URI's path components."""
+    if not mlflow_enabled():
+        return ""
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return ""
+    parts = set(str(artifact.uri).split("/"))
+    runs = mlflow.MlflowClient().search_runs([exp.experiment_id], "tags.`resume.source` = 'kfp'",
+                                             max_results=max_runs, order_by=["attributes.start_time DESC"])
+    for run in runs:
+        if {run.data.tags.get(RUN_ID_TAG), run.data.tags.get(RUN_NAME_TAG)} & parts:
+            return run.info.run_id
+    return ""
 
 
 @contextlib.contextmanager
@@ -232,3 +278,50 @@ def link_into(src: str, dst: Path, copy: bool = False) -> None:
             shutil.copytree(src, dst)
         else:
             shutil.copy2(src, dst)
+
+
+# ------------------------------------------------------------------------------------------ retries
+
+
+def task_work_name(artifact, iteration: int) -> str:
+    """A task's work directory under `<shared_dir>/ray-jobs/`, from one of its output artifacts' URI.
+
+    KFP gives a task's outputs the same URIs in every attempt of that task (the driver runs once, a
+    retry reruns the executor) and different URIs in any other task or run, and leaves the URIs out of
+    the cache key. So `<run>/<task>-iter<NN>-<hash>` (run and task: the URI's components above the
+    artifact name; hash: of the task's whole output prefix) is deterministic per task and attempt-proof:
+    a retried grpo-train finds the checkpoints of the killed attempt, and the Ray submission id derived
+    from it finds that attempt's job.
+    """
+    uri = str(artifact.uri).rstrip("/")
+    prefix = uri.rsplit("/", 1)[0]
+    parts = [p for p in prefix.split("/") if p]
+    if len(parts) < 2:
+        raise ResumeError(f"output artifact URI {uri!r} does not name a run and a task")
+    digest = hashlib.sha256(prefix.encode("utf-8")).hexdigest()[:10]
+    return f"{_slug(parts[-2])}/{_slug(parts[-1])}-iter{int(iteration):02d}-{digest}"
+
+
+def _slug(text: str) -> str:
+    """A path component / Ray submission id fragment: [A-Za-z0-9_-] only, at most 60 characters."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:60] or "x"
+
+
+def drop_incomplete_checkpoints(checkpoints_dir: str | Path) -> list[Path]:
+    """Delete the HF Trainer checkpoints that a killed attempt left half-written; return them.
+
+    `Trainer._save_checkpoint` writes the model, optimizer, scheduler and RNG states into
+    `checkpoint-<step>` and `trainer_state.json` last, in place. A pod killed meanwhile leaves a
+    checkpoint without a readable `trainer_state.json`, which `get_last_checkpoint` would still pick
+    (and every retry would fail on); without it, the retry resumes from the previous complete one.
+    """
+    import shutil
+
+    removed = []
+    for ckpt in sorted(Path(checkpoints_dir).glob("checkpoint-*")):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            shutil.rmtree(ckpt, ignore_errors=True)
+            removed.append(ckpt)
+    return removed

@@ -42,7 +42,8 @@ output dir. Every stage is seeded from loop.seed before it runs, so a resumed ru
 as an uninterrupted one. A config that differs from <run_dir>/config.yaml is refused (`--force` accepts it
 and keeps the completed stages; use a new --out to start over).
 
-Outputs: results.json (everything the report and the tracker need), metrics.json (test metrics per
+Outputs: results.json (everything the report and the tracker need; schema `resume.run_dir.Results`,
+written by `run_dir.write_results` with its paths relative to the run dir), metrics.json (test metrics per
 system and ablation), report.md + plots/ (resume.report), MLflow runs + registered models (resume.tracking).
 """
 
@@ -55,7 +56,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,19 +184,11 @@ class Runner:
     def done(self, scope: Path, name: str) -> bool:
         return self.marker(scope, name).exists()
 
-    def _swap(self, obj: Any, old: str, new: str) -> Any:
-        """Paths inside the run dir are stored as `${RUN_DIR}/...`, so a run dir can be moved or copied."""
-        if isinstance(obj, str):
-            return new + obj[len(old):] if obj == old or obj.startswith(old + "/") else obj
-        if isinstance(obj, dict):
-            return {k: self._swap(v, old, new) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [self._swap(v, old, new) for v in obj]
-        return obj
-
     def _load(self, m: Path) -> dict[str, Any]:
+        """A marker, its result's paths resolved against the run dir (they are stored relative to it,
+        `resume.run_dir.run_relative`, so a run dir can be moved or copied)."""
         rec = json.loads(m.read_text(encoding="utf-8"))
-        rec["result"] = self._swap(rec["result"], "${RUN_DIR}", str(self.run_dir))
+        rec["result"] = rd.resolve_run_paths(rec["result"], self.run_dir, keys=None)
         return rec
 
     def result(self, scope: Path, name: str) -> Any:
@@ -223,7 +216,7 @@ class Runner:
         result = fn()
         dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         result = json.loads(json.dumps(result, default=str))
-        stored = self._swap(result, str(self.run_dir), "${RUN_DIR}")
+        stored = rd.run_relative(result, self.run_dir, keys=None)
         atomic_write_json(m, {"stage": name, "seconds": round(dt, 3), "cpu_seconds": round(cpu, 3), "result": stored,
                               "finished_at": datetime.now(UTC).isoformat(timespec="seconds")})
         self.times[key] = round(dt, 3)
@@ -354,8 +347,13 @@ def iterate(ctx: _Ctx, root: Path, cfg: ResumeConfig, *, name: str, adapt: bool 
             ctx.run.log(f"[{label}] grpo-train + summarize ... shared with {src.relative_to(ctx.run.run_dir)}")
         else:
             out = it / "summarizer"
-            f_t = ctx.run.stage(label, it, "grpo-train", lambda f=f_prev, g=g_prev, o=out: grpo(
-                cfg, data_dir=str(ctx.data_dir), summarizer=f, retriever=g, out_dir=str(o)), outputs=(out,))
+            live = ctx.extra.get("live_grpo") or (lambda *a: nullcontext())  # MLflow metrics while GRPO trains
+
+            def train(f=f_prev, g=g_prev, o=out, t=t, live=live, prev=tuple(r["summarizer"] for r in iterations)):
+                with live(name, t, list(prev)):
+                    return grpo(cfg, data_dir=str(ctx.data_dir), summarizer=f, retriever=g, out_dir=str(o))
+
+            f_t = ctx.run.stage(label, it, "grpo-train", train, outputs=(out,))
             s_path = str(it / "summaries.jsonl")
             ctx.run.stage(label, it, "summarize", lambda f=f_t, g=g_prev, o=s_path: summ(
                 cfg, data_dir=str(ctx.data_dir), model=f, retriever=g, out_path=o), outputs=(Path(s_path),))
@@ -575,6 +573,8 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
         log(f"[data] no '{cfg.data.dev_split}' queries in the working set: early stopping on dev MRR@10 is off")
     ctx = _Ctx(cfg=scfg, run=run, stages=stages, data_dir=data_dir, has_dev=has_dev,
                g0=cfg.retriever.model, f0=cfg.summarizer.model)
+    if tracker is not None:  # each GRPO round logs its reward to its nested MLflow run while it trains
+        ctx.extra["live_grpo"] = lambda name, t, prev: tracking.live_grpo(cfg, run_dir, name, t, prev)
     systems, ablations = list(cfg.loop.systems), list(cfg.loop.ablations)
     test = cfg.data.test_split
     sys_metrics: dict[str, dict[str, Any]] = {}
@@ -678,16 +678,16 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
         "early_stopping": {"eps_reward": cfg.loop.eps_reward, "eps_metric": cfg.loop.eps_metric,
                            "max_iterations": cfg.loop.max_iterations},
     }
-    atomic_write_json(run_dir / "results.json", results)
+    rd.write_results(run_dir, results)
     metrics = {k: v["test"] for k, v in sys_metrics.items()}
-    atomic_write_json(run_dir / "metrics.json", {"systems": metrics,
+    atomic_write_json(run_dir / rd.METRICS_FILE, {"systems": metrics,
                                                  "ablations": {k: v["test"] for k, v in abl.items()}})
     from resume.report import write_report
 
     report = write_report(run_dir)
     log(f"[report] {report}")
     out: dict[str, Any] = {"report": str(report), "metrics": metrics, "ablations": {k: v["test"] for k, v in abl.items()},
-                           "results": str(run_dir / "results.json"), "run_dir": str(run_dir)}
+                           "results": str(run_dir / rd.RESULTS), "run_dir": str(run_dir)}
     if tracker is not None:
         from resume import tracking
 

@@ -107,13 +107,14 @@ def text_signals(rows: Sequence[Mapping[str, Any]], documents: Mapping[str, str]
 
 
 def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[str, str], judge: str,
-                doc_ids: Sequence[str] | None = None, encoder: Any = None) -> dict[str, Any]:
+                doc_ids: Sequence[str] | None = None, encoder: Any = None, per_doc: bool = False) -> dict[str, Any]:
     """Mean Delta and reward of the summaries of the held-out training documents, scored by `judge`.
 
     summaries: a summaries.jsonl or {doc id: summary}; judge: the retriever (g_0) name or dir;
     doc_ids: the documents to score (default `resume.grpo.judge_doc_ids`). Negatives are sampled like
     GRPO's (`reward.num_negatives` from the other training queries, seeded by `reward.seed`, documents
-    in corpus order), so the judge gives the same negatives to every iteration.
+    in corpus order), so the judge gives the same negatives to every iteration. `per_doc`: add
+    "delta_per_doc" ({doc id: Delta}) for paired comparisons of two summary sets on the same documents.
     """
     import numpy as np
 
@@ -141,11 +142,14 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
                              separator=cfg.summarizer.separator, train_query_ids=train_qids)
     parts = reward.score(ids, [texts[d] for d in ids], [pos[d] for d in ids], neg)
     deltas = [p.delta for p in parts]
-    return {"n": len(ids), "judge": str(judge), "delta_mean": _mean(deltas),
-            "reward_mean": _mean([p.total for p in parts]),
-            "delta_positive_share": _mean([d > 0 for d in deltas]),
-            "retscore_summary_mean": _mean([p.ret_summary or 0.0 for p in parts]),
-            "retscore_doc_mean": _mean([p.ret_doc or 0.0 for p in parts])}
+    out = {"n": len(ids), "judge": str(judge), "delta_mean": _mean(deltas),
+           "reward_mean": _mean([p.total for p in parts]),
+           "delta_positive_share": _mean([d > 0 for d in deltas]),
+           "retscore_summary_mean": _mean([p.ret_summary or 0.0 for p in parts]),
+           "retscore_doc_mean": _mean([p.ret_doc or 0.0 for p in parts])}
+    if per_doc:
+        out["delta_per_doc"] = {d: float(x) for d, x in zip(ids, deltas, strict=True)}
+    return out
 
 
 def summary_quality(summaries: str | Path, data_dir: str | Path) -> dict[str, float]:
@@ -158,10 +162,10 @@ def summary_quality(summaries: str | Path, data_dir: str | Path) -> dict[str, fl
 
 
 def quality_signals(cfg, *, data_dir: str | Path, summaries: str | Path, judge: str,
-                    doc_ids: list[str] | None = None, encoder=None) -> dict[str, Any]:
+                    doc_ids: list[str] | None = None, encoder=None, per_doc: bool = False) -> dict[str, Any]:
     """The quality stage for one summaries.jsonl (the loop's, and the benchmarks' in bench/):
     {"text": `summary_quality`, "fixed_judge": `fixed_judge` with `judge` (g_0)}; `doc_ids` and
-    `encoder` are passed on to `fixed_judge`."""
+    `encoder` and `per_doc` are passed on to `fixed_judge`."""
     return {"text": summary_quality(summaries, data_dir),
             "fixed_judge": fixed_judge(cfg, data_dir=data_dir, summaries=summaries, judge=judge, doc_ids=doc_ids,
-                                       encoder=encoder)}
+                                       encoder=encoder, per_doc=per_doc)}

@@ -7,7 +7,16 @@ Two jobs, one module:
 
 * `submit_job(address, entrypoint, ...)`: run a shell entrypoint (`resume grpo-train ...`) on a Ray
   cluster through Ray's job-submission HTTP API (the KubeRay head service, `http://<head-svc>:8265`),
-  stream its logs, and raise `ResumeError` when the job does not succeed.
+  stream its logs, and raise `ResumeError` when the job does not succeed. With a submission id (the
+  KFP components derive it from the task, `resume.kfp_ops.task_work_name`), a retried task attaches to
+  its earlier attempt's job while that one still runs, or submits `<id>-r<n>` after it failed. SIGTERM
+  (what Kubernetes sends a pod it deletes) stops the job with `JobSubmissionClient.stop_job` and exits
+  with status 143.
+* Work directories `<shared_dir>/ray-jobs/<run>/<task>-iter<NN>-<hash>` on the shared volume hold a
+  job's inputs, checkpoints and outputs. They are deterministic per task, so a retry resumes from what
+  the killed attempt left; the component deletes its own once its outputs are in its artifacts
+  (`remove_work_dir`); what failed runs leave is removed by age with
+  `python -m resume.ray_jobs prune --shared-dir /mnt/resume --older-than-days 7`.
 * `summarize_corpus_ray(cfg, ...)`: the same `summaries.jsonl` as `resume.summarizer.summarize_corpus`
   (same rows, same order, same cache), with generation spread over Ray Data actors
   (`map_batches` over a callable class that loads the model once per actor and runs the library's
@@ -42,41 +51,107 @@ def _default_client(address: str):
     return JobSubmissionClient(address)
 
 
+MAX_RESUBMITS = 10  # <id>, <id>-r1, ... <id>-r9: one per attempt of a task whose job ended badly
+
+
+def _existing_status(client, job_id: str) -> str | None:
+    """The status of job `job_id`, or None when the cluster has no such job (Ray raises RuntimeError)."""
+    try:
+        return str(client.get_job_status(job_id))
+    except RuntimeError:
+        return None
+
+
 def submit_job(address: str, entrypoint: str | list[str], *, runtime_env: dict | None = None,
                metadata: dict[str, str] | None = None, submission_id: str | None = None,
-               log=print, poll_s: float = 2.0, client=None) -> str:
+               log=print, poll_s: float = 2.0, client=None, reuse_succeeded=None, before_submit=None) -> str:
     """Submit `entrypoint` to the Ray cluster at `address`, stream its logs, return the job id.
 
     Raises ResumeError when the job ends FAILED or STOPPED (the last log lines are in the message).
+    With `submission_id` (deterministic per KFP task), an earlier attempt's job is found: one still
+    PENDING/RUNNING is attached to (not submitted twice), one that ended FAILED/STOPPED is followed
+    by `<submission_id>-r<n>`, one that SUCCEEDED is returned as is when `reuse_succeeded()` says
+    its outputs are still there. `before_submit()` runs only when a new job is submitted (never while
+    an earlier attempt's job still runs). While waiting, SIGTERM stops the job (`stop_job`) and exits 143.
     `client` is injectable for tests (anything with submit_job / tail_job_logs / get_job_status /
-    get_job_logs).
+    get_job_logs / stop_job).
     """
-    import asyncio
-
     if isinstance(entrypoint, list):
         entrypoint = shlex.join(entrypoint)
     client = client or _default_client(address)
-    job_id = client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
-                               runtime_env=runtime_env, metadata=metadata)
-    log(f"[ray] submitted {job_id} to {address}: {entrypoint}")
+    job_id = None
+    if submission_id:
+        for n in range(MAX_RESUBMITS):
+            sid = submission_id if n == 0 else f"{submission_id}-r{n}"
+            status = _existing_status(client, sid)
+            if status is None:
+                submission_id = sid
+                break
+            if status in ("PENDING", "RUNNING"):
+                log(f"[ray] {sid} is still {status} (submitted by an earlier attempt of this task): attaching")
+                job_id = sid
+                break
+            if status == "SUCCEEDED" and reuse_succeeded is not None and reuse_succeeded():
+                log(f"[ray] {sid} SUCCEEDED in an earlier attempt of this task: reusing its output")
+                return sid
+            log(f"[ray] {sid} ended {status} in an earlier attempt of this task")
+        else:
+            raise ResumeError(f"{MAX_RESUBMITS} Ray jobs {submission_id}[-r<n>] already ended; not submitting more")
+    if job_id is None:
+        if before_submit is not None:
+            before_submit()
+        job_id = client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                   runtime_env=runtime_env, metadata=metadata)
+        log(f"[ray] submitted {job_id} to {address}: {entrypoint}")
+    status = wait_for_job(client, job_id, log=log, poll_s=poll_s)
+    if status != "SUCCEEDED":
+        tail = "\n".join(str(client.get_job_logs(job_id)).splitlines()[-20:])
+        raise ResumeError(f"Ray job {job_id} at {address} ended {status}: {entrypoint}\n{tail}")
+    log(f"[ray] {job_id} SUCCEEDED")
+    return job_id
+
+
+def wait_for_job(client, job_id: str, *, log=print, poll_s: float = 2.0) -> str:
+    """Stream the job's logs and poll it until it ends; return its final status.
+
+    A task's pod is deleted with SIGTERM (a terminated run, a preempted node, a KFP retry of a hung
+    task): then the job this process submitted would run on with nobody waiting for it, holding the
+    cluster's GPUs. So while waiting, SIGTERM stops it with `client.stop_job` and exits with 143
+    (128 + SIGTERM). The handler is installed only in the main thread (where Python delivers signals).
+    """
+    import asyncio
+    import signal
+    import threading
+
+    def _stop_and_exit(signum, frame):  # noqa: ARG001 - signal handler signature
+        log(f"[ray] {signal.Signals(signum).name}: stopping Ray job {job_id}")
+        try:
+            client.stop_job(job_id)
+        except Exception as e:  # noqa: BLE001 - exiting anyway; the message says why the job may still run
+            log(f"[ray] could not stop {job_id}: {e}")
+        raise SystemExit(128 + signum)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stop_and_exit)
 
     async def _tail() -> None:
         async for chunk in client.tail_job_logs(job_id):
             log(chunk.rstrip("\n"))
 
     try:
-        asyncio.run(_tail())
-    except Exception as e:  # noqa: BLE001 - log streaming is best effort; the status decides
-        log(f"[ray] log streaming stopped: {e}")
-    status = str(client.get_job_status(job_id))
-    while status not in TERMINAL:
-        time.sleep(poll_s)
+        try:
+            asyncio.run(_tail())
+        except Exception as e:  # noqa: BLE001 - log streaming is best effort; the status decides
+            log(f"[ray] log streaming stopped: {e}")
         status = str(client.get_job_status(job_id))
-    if status != "SUCCEEDED":
-        tail = "\n".join(str(client.get_job_logs(job_id)).splitlines()[-20:])
-        raise ResumeError(f"Ray job {job_id} at {address} ended {status}: {entrypoint}\n{tail}")
-    log(f"[ray] {job_id} SUCCEEDED")
-    return job_id
+        while status not in TERMINAL:
+            time.sleep(poll_s)
+            status = str(client.get_job_status(job_id))
+        return status
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def is_remote(address: str | None) -> bool:
@@ -127,25 +202,74 @@ def _stage_in(src: str, work: Path, name: str) -> str:
     return str(dst)
 
 
-def run_stage_on_cluster(address: str, *, stage: str, shared_dir: str, cfg, data_dir: str,
+WORK_ROOT = "ray-jobs"
+
+
+def work_dir(shared_dir: str, work_name: str) -> Path:
+    """`<shared_dir>/ray-jobs/<work_name>` (work_name: `resume.kfp_ops.task_work_name`)."""
+    if not work_name or Path(work_name).is_absolute() or ".." in Path(work_name).parts:
+        raise ResumeError(f"work_name {work_name!r} must be a relative path below {shared_dir}/{WORK_ROOT}")
+    return Path(shared_dir) / WORK_ROOT / work_name
+
+
+def remove_work_dir(shared_dir: str, work_name: str) -> None:
+    """Delete a task's work directory once its outputs are in its artifacts (and its run's dir when empty)."""
+    import shutil
+
+    work = work_dir(shared_dir, work_name)
+    shutil.rmtree(work, ignore_errors=True)
+    parent = work.parent
+    while parent != Path(shared_dir) / WORK_ROOT and parent.is_dir():
+        try:
+            parent.rmdir()  # only when empty: other tasks of the run may still be working
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def prune_work_dirs(shared_dir: str, older_than_s: float, *, now: float | None = None) -> list[Path]:
+    """Delete the task work directories under `<shared_dir>/ray-jobs` not modified for `older_than_s`.
+
+    Successful tasks delete their own; what is left belongs to tasks whose retries ran out. Keep them
+    as long as the run may be retried from the KFP UI (a retry resumes from them), then prune."""
+    import shutil
+
+    root = Path(shared_dir) / WORK_ROOT
+    now = time.time() if now is None else now
+    removed = []
+    for task_dir in sorted(p for p in root.glob("*/*") if p.is_dir()):
+        newest = max((f.stat().st_mtime for f in task_dir.rglob("*")), default=task_dir.stat().st_mtime)
+        if now - max(newest, task_dir.stat().st_mtime) > older_than_s:
+            shutil.rmtree(task_dir, ignore_errors=True)
+            removed.append(task_dir)
+    for run_dir in root.glob("*"):
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+    return removed
+
+
+def run_stage_on_cluster(address: str, *, stage: str, shared_dir: str, work_name: str, cfg, data_dir: str,
                          summarizer: str, retriever: str, dest: str, client=None, log=print, **kw) -> str:
     """Run `stage` (`grpo-train` or `summarize`) as a Ray job; inputs and outputs go through `shared_dir`.
 
     The KubeRay pods and the KFP task pod mount the same volume at `shared_dir` (manifests/storage):
-    the stage config (`cfg`, written as YAML with data.path = the staged data and, for GRPO,
-    grpo.launcher=ray joining the cluster), the data dir and the input models are copied there, the job writes its output there, and the output is copied to
-    `dest` (the KFP output artifact). Returns `dest`.
+    in the task's work dir `<shared_dir>/ray-jobs/<work_name>` go the stage config (`cfg`, written as
+    YAML with data.path = the staged data and, for GRPO, grpo.launcher=ray joining the cluster), the
+    data dir and the input models; the job writes its output there (GRPO: TRL checkpoints too, so a
+    retried task's job resumes from them), and the output is copied to `dest` (the KFP output
+    artifact). The Ray submission id is `resume-<work_name>` (see `submit_job` for what a retry
+    finds). The work dir is kept: the caller removes it (`remove_work_dir`) once its task is done.
+    Returns `dest`.
     """
     import copy
     import shutil
-    import uuid
 
     from resume.config import dump_config
 
     if not shared_dir:
         raise ResumeError(f"{stage} on the Ray cluster {address} needs shared_dir: a volume mounted in both "
                           "the pipeline pod and the Ray pods (see manifests/storage/pvc.yaml)")
-    work = Path(shared_dir) / "ray-jobs" / f"{stage}-{uuid.uuid4().hex[:10]}"
+    work = work_dir(shared_dir, work_name)
     work.mkdir(parents=True, exist_ok=True)
     data = _stage_in(data_dir, work, "data")
     cfg = copy.deepcopy(cfg)
@@ -156,16 +280,25 @@ def run_stage_on_cluster(address: str, *, stage: str, shared_dir: str, cfg, data
     args = {"config": str(work / "config.yaml"), "data": data,
             "summarizer": _stage_in(summarizer, work, "summarizer"),
             "retriever": _stage_in(retriever, work, "retriever")}
+    before_submit = None
     if stage == "grpo-train":
         out = work / "out"
         entry = grpo_entrypoint(**args, out=str(out))
+
+        def before_submit() -> None:  # a new job resumes from the last complete checkpoint of a killed one
+            from resume.kfp_ops import drop_incomplete_checkpoints
+
+            for ckpt in drop_incomplete_checkpoints(out / "checkpoints"):
+                log(f"[ray] dropped {ckpt}, half-written when an earlier job was stopped")
+
     elif stage == "summarize":
         out = work / "summaries.jsonl"
         entry = summarize_entrypoint(**args, out=str(out), **kw)
     else:
         raise ResumeError(f"unknown Ray stage {stage!r}; expected grpo-train or summarize")
-    submit_job(address, entry, client=client, log=log, submission_id=f"resume-{work.name}",
-               metadata={"stage": stage})
+    submit_job(address, entry, client=client, log=log, submission_id="resume-" + work_name.replace("/", "-"),
+               metadata={"stage": stage, "work_dir": str(work)}, reuse_succeeded=out.exists,
+               before_submit=before_submit)
     if out.is_dir():
         shutil.copytree(out, dest, dirs_exist_ok=True)
     else:
@@ -315,11 +448,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray-address", default="auto")
     s.add_argument("--num-actors", type=int, default=1)
     s.add_argument("--gpus-per-actor", type=float, default=0.0)
+    pr = sub.add_parser("prune", help="delete task work dirs under <shared-dir>/ray-jobs left by failed runs")
+    pr.add_argument("--shared-dir", required=True)
+    pr.add_argument("--older-than-days", type=float, default=7.0)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "prune":
+        for path in prune_work_dirs(args.shared_dir, args.older_than_days * 86400):
+            print(f"removed {path}")
+        return 0
     from resume.config import load_config
 
     try:

@@ -1,4 +1,5 @@
-"""report.md and plots/*.png of a run directory written by `resume.loop` (reads results.json only).
+"""report.md and plots/*.png of a run directory written by `resume.loop` (reads results.json only, through
+`resume.run_dir.read_results`: its paths resolved against the run directory).
 
     python -m resume.report runs/tiny        # (re)write runs/tiny/report.md and runs/tiny/plots/
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from resume.io import atomic_write_text, iter_jsonl
-from resume.run_dir import METRICS, RESULTS, read_reward_log
+from resume.run_dir import METRICS, read_results, read_reward_log
 
 HEADERS = ("MRR@10", "NDCG@10", "R@100", "R@1000")
 
@@ -403,7 +404,7 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Write <run_dir>/report.md and <run_dir>/plots/*.png from <run_dir>/results.json; returns the report path."""
     run_dir = Path(run_dir)
-    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     plots = make_plots(run_dir, results)
     out = run_dir / "report.md"
     atomic_write_text(out, render(results, plots))

@@ -446,10 +446,10 @@ class _Run:
         self.distributed = self.world > 1
         device = pick_device(cfg.device)
         if device.startswith("cuda"):
-            if self.distributed:
-                if self.local_rank >= torch.cuda.device_count():
-                    raise ResumeError(f"finetune.nproc: {self.world} processes on this node but only "
-                                      f"{torch.cuda.device_count()} GPU(s); set finetune.nproc <= the GPU count")
+            if self.distributed and self.local_rank >= torch.cuda.device_count():
+                raise ResumeError(f"finetune.nproc: {self.world} processes on this node but only "
+                                  f"{torch.cuda.device_count()} GPU(s); set finetune.nproc <= the GPU count")
+            if self.distributed or device == "cuda":  # set_device needs an index (found on an H200: "cuda" fails)
                 device = f"cuda:{self.local_rank}"
             torch.cuda.set_device(device)
         self.device = device

@@ -114,7 +114,8 @@ def build_prompt(tokenizer, document: str, cfg: ResumeConfig) -> str:
     A thinking template already ends with `<think>`; for any other template `<think>` + newline is appended
     when `summarizer.prefill_think` (default), so both kinds of model only have to close the tag.
     `summarizer.reasoning: skip` closes the block at once (`<think>\n\n</think>\n\n`, the shape of
-    Qwen3's non-thinking turns): every generated token is summary.
+    Qwen3's non-thinking turns): every generated token is summary; with `prefill_think: false` (and a
+    template that does not open `<think>` itself) the prompt ends with the separator alone.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ResumeError(f"summarizer tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
@@ -123,6 +124,10 @@ def build_prompt(tokenizer, document: str, cfg: ResumeConfig) -> str:
                                            tokenize=False, add_generation_prompt=True)
     s = cfg.summarizer
     if s.reasoning == "skip":
+        if not s.prefill_think and not prompt.rstrip().endswith(THINK_OPEN):
+            # a model that never saw reasoning tags (Qwen2.5 wrote "<summary></summary>" after an empty
+            # <think></think> block): the separator alone, e.g. "Summary:", opens the answer
+            return prompt + s.separator + "\n\n"
         prompt = prompt.rstrip() + "\n\n" if prompt.rstrip().endswith(THINK_OPEN) else prompt + THINK_OPEN + "\n\n"
         return prompt + s.separator + "\n\n"
     if s.prefill_think and not prompt.rstrip().endswith(THINK_OPEN):

@@ -20,8 +20,24 @@ the run dir holds, whatever was resumed:
             `system/<name>` per system (test metrics, run.trec), `ablation/<name>` per ablation.
 Metric names replace `@` (not allowed by MLflow) with `_at_`: `test/mrr_at_10`.
 
+Live GRPO metrics (`live_grpo`). While a round trains, `resume.loop` wraps the grpo-train stage in
+`live_grpo(...)`: it creates the round's nested run (`iter_XX`, or `ablation/<name>`) up front and names it in
+`MLFLOW_TRACKING_URI` / `MLFLOW_RUN_ID` (+ `RESUME_GRPO_STEP_OFFSET`, the global step of the round's step 0),
+the variables KFP >= 2.17's MLflow integration injects into every task too; `resume.grpo`'s MLflow callback
+then logs `grpo/<part>` at each logging step, as the replay above names them. The replay stays the fallback
+(tracking off during training, Ray workers elsewhere, a failed live write): it logs only the (metric, step)
+pairs a run does not have yet, so nothing is logged twice.
+
+Datasets and experiment kind. The experiment carries `mlflow.experimentKind = custom_model_development` (the
+tag MLflow 3's UI reads to open the classic training view instead of the GenAI one). Each run gets the
+working set (<run_dir>/data) as dataset inputs (`mlflow.log_inputs`, `mlflow.data.from_pandas`: name
+`<data>-<split>`, digest of the rows, source = the working-set dir): the train-split judgements and the
+corpus as "training", the dev and test splits as "evaluation" (systems: the test split only).
+
 Registry (`register_models`). The final summarizer f_T and retriever g_T are logged as MLflow pyfunc models
-(python_model = `SummarizerModel` / `RetrieverModel` below, the model dir as an artifact; the retriever also
+(python_model = `SummarizerModel` / `RetrieverModel` below, with a signature (`model_signature`: one string
+column in, `params` declared) and the `resume` package source as `code_paths`, so they load with MLflow's
+listed requirements alone, outside the project image; the model dir as an artifact; the retriever also
 carries the serving bundle: model dir + FAISS index + docs.jsonl + bundle.json, when resume.serving provides
 `build_retriever_bundle`) and registered as new versions of `tracking.summarizer_name` / `retriever_name`.
 Each version is tagged with the run's test MRR@10 of the iterative system. Champion rule: the alias
@@ -31,7 +47,7 @@ champion summarizer and retriever are always a matched pair. Note that the compa
 both runs used the same dataset: use different registered names per dataset.
 
     mlflow.pyfunc.load_model("models:/resume-retriever@champion").predict(["what is a shock wave?"])
-    # -> list of embeddings; params={"kind": "doc"} embeds documents
+    # -> list of embeddings; params={"kind": "doc"} embeds documents; a one-column DataFrame works too
 """
 
 from __future__ import annotations
@@ -52,9 +68,14 @@ from mlflow.tracking import MlflowClient
 
 from resume.config import ResumeConfig, flatten
 from resume.io import atomic_write_json, iter_jsonl
-from resume.run_dir import RESULTS, read_reward_log
+from resume.run_dir import read_results, read_reward_log
 
 STATE = "tracking.json"
+# MLflow 3's experiment kind: the UI opens an experiment tagged so in its model-training view (the value set of
+# the `mlflow.experimentKind` tag in MLflow 3.17's UI: genai_development, custom_model_development, ...)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+STEP_OFFSET_ENV = "RESUME_GRPO_STEP_OFFSET"  # the global step of a live GRPO round's step 0 (resume.grpo reads it)
 
 
 # ----------------------------------------------------------------------------------------- plumbing
@@ -120,11 +141,14 @@ def _client(cfg: ResumeConfig, run_dir: Path) -> tuple[MlflowClient, str, str]:
     if exp is None:
         loc = (run_dir / "mlartifacts").resolve().as_uri() if uri == f"sqlite:///{run_dir / 'mlflow.db'}" else None
         try:
-            exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=loc)
+            exp_id = client.create_experiment(cfg.tracking.experiment, artifact_location=loc,
+                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except mlflow.exceptions.MlflowException:  # created concurrently
             exp_id = client.get_experiment_by_name(cfg.tracking.experiment).experiment_id
     else:
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # an experiment made elsewhere (a kind set by a user stays)
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return client, exp_id, uri
 
 
@@ -155,6 +179,15 @@ def _log_metrics(client: MlflowClient, run_id: str, items: list[tuple[str, float
           if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))]
     for i in range(0, len(ms), 900):
         client.log_batch(run_id, metrics=ms[i:i + 900])
+
+
+def _missing(client: MlflowClient, run_id: str, items: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
+    """The items whose (metric, step) the run does not have yet: the replay of a series that may have been
+    logged live (resume.grpo's MLflow callback) or by an earlier `log_run`."""
+    have: dict[str, set[int]] = {}
+    for key in {metric_name(k) for k, _, _ in items}:
+        have[key] = {m.step for m in client.get_metric_history(run_id, key)}
+    return [(k, v, s) for k, v, s in items if int(s) not in have[metric_name(k)]]
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -194,6 +227,15 @@ def start_parent(cfg: ResumeConfig, run_dir: str | Path) -> str:
     return rid
 
 
+def _last_step(rows: list[dict[str, Any]]) -> int:
+    return max([int(r.get("step", i + 1)) for i, r in enumerate(rows)] or [0])
+
+
+def grpo_step_offset(summarizers: list[str]) -> int:
+    """The global GRPO step before a round: the last steps of the earlier rounds' reward logs, summed."""
+    return sum(_last_step(read_reward_log(s)) for s in summarizers)
+
+
 def _grpo_series(iterations: list[dict[str, Any]]) -> list[tuple[str, float, int]]:
     """Reward and its parts per GRPO step, with a global step across iterations."""
     items: list[tuple[str, float, int]] = []
@@ -205,8 +247,62 @@ def _grpo_series(iterations: list[dict[str, Any]]) -> list[tuple[str, float, int
             for k, v in row.items():
                 if k != "step" and isinstance(v, int | float) and not isinstance(v, bool):
                     items.append((f"grpo/{k}", v, step))
-        offset += max([int(r.get("step", i + 1)) for i, r in enumerate(rows)] or [0])
+        offset += _last_step(rows)
     return items
+
+
+def replay_reward_log(run_id: str, summarizer: str | Path, *, step_offset: int = 0, uri: str | None = None) -> int:
+    """Log a round's reward_log.jsonl to a run as `grpo/<part>` at step_offset + step, skipping the points the
+    run has already (logged live by resume.grpo): the fallback for a process that trained without live
+    metrics, e.g. a KFP component after a remote Ray job. uri: the tracking URI (None: MLflow's current one).
+    Returns the number of points logged."""
+    client = MlflowClient(tracking_uri=uri) if uri else MlflowClient()
+    items = [(k, v, s + step_offset) for k, v, s in _grpo_series([{"summarizer": str(summarizer)}])]
+    new = _missing(client, run_id, items)
+    _log_metrics(client, run_id, new)
+    return len(new)
+
+
+@contextmanager
+def live_grpo(cfg: ResumeConfig, run_dir: str | Path, name: str, iteration: int, previous: list[str]):
+    """Around one GRPO round of `resume run`: create the round's nested run now (`iter_XX` for the main loop,
+    `ablation/<name>` for an ablation, as `log_run` names them) and set MLFLOW_TRACKING_URI / MLFLOW_RUN_ID /
+    RESUME_GRPO_STEP_OFFSET for the block, so resume.grpo logs each GRPO step to it while training (the
+    in-process launcher and Ray workers started here read them). `previous`: the summarizer dirs of the
+    earlier rounds (their reward logs give the step offset). Yields the run id, or None when tracking is off
+    or fails (a warning: training goes on, `log_run` replays the reward log). An exception in the block marks
+    the nested run FAILED."""
+    run_dir = Path(run_dir).resolve()
+    rid = client = None
+    try:
+        client, exp_id, uri = _client(cfg, run_dir)
+        st = _state(run_dir, uri)
+        if _run_exists(client, st.get("parent")):
+            key, tags = ((f"iter_{iteration:02d}", {"resume.iteration": str(iteration)}) if name == "main"
+                         else (f"ablation/{name}", {"resume.ablation": name}))
+            rid = _child(client, exp_id, st, key, st["parent"], tags)
+            client.update_run(rid, status="RUNNING")
+            _save_state(run_dir, st)
+    except Exception as e:  # noqa: BLE001 - tracking must not stop training
+        print(f"warning: no live MLflow metrics for GRPO round {iteration}: {type(e).__name__}: {e}", file=sys.stderr)
+        rid = None
+    if rid is None:
+        yield None
+        return
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": rid, STEP_OFFSET_ENV: str(grpo_step_offset(previous))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield rid
+    except BaseException:
+        client.set_terminated(rid, "FAILED")
+        raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _quality_items(quality: dict[str, Any] | None, step: int) -> list[tuple[str, float, int]]:
@@ -255,14 +351,66 @@ def _sample_summaries(run_dir: Path, results: dict[str, Any], n: int = 20) -> Pa
     return out
 
 
+def working_set_datasets(run_dir: str | Path, results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The working set <run_dir>/data as `mlflow.data` pandas datasets: one per judged split (rows: query_id,
+    query, doc_id, score) and `corpus` (doc_id, title, text); name `<data>-<split>`, source the working-set
+    dir, digest MLflow's hash of the rows. {} when the run dir has no working set."""
+    import warnings
+
+    import mlflow.data
+    import pandas as pd
+
+    from resume.data import CORPUS_FILE, load_beir
+    from resume.run_dir import DATA
+
+    data_dir = Path(run_dir).resolve() / DATA
+    if not (data_dir / CORPUS_FILE).exists():
+        return {}
+    ds = load_beir(data_dir)
+    base = Path(str(((results or {}).get("data") or {}).get("source") or data_dir)).name
+    frames = {split: pd.DataFrame([(q, ds.queries[q], d, int(score)) for q, rels in qrels.items()
+                                   for d, score in rels.items()], columns=["query_id", "query", "doc_id", "score"])
+              for split, qrels in ds.qrels.items()}
+    frames["corpus"] = pd.DataFrame([(d, doc.get("title") or "", doc.get("text") or "") for d, doc in ds.corpus.items()],
+                                    columns=["doc_id", "title", "text"])
+    with warnings.catch_warnings():  # MLflow warns that a local path source is resolved by guessing its kind
+        warnings.simplefilter("ignore")
+        return {k: mlflow.data.from_pandas(df, source=str(data_dir), name=f"{base}-{k}") for k, df in frames.items()}
+
+
+def _log_datasets(uri: str, run_id: str, datasets: dict[str, Any], used: list[tuple[str, str]]) -> None:
+    """`mlflow.log_inputs` of the named datasets into a run: used = [(dataset key, context)], keys missing
+    from `datasets` skipped. Logging a dataset again is a no-op in MLflow."""
+    pairs = [(datasets[k], ctx) for k, ctx in used if k in datasets]
+    if not pairs:
+        return
+    import warnings
+
+    with _fluent(uri), mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "integer columns cannot hold missing values": qrels scores are ints
+        mlflow.log_inputs([d for d, _ in pairs], contexts=[c for _, c in pairs], tags_list=[None] * len(pairs))
+
+
+def _used(cfg: ResumeConfig, results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dataset key, context) of a training run: train split + corpus, the dev and test splits."""
+    splits = {**{"train": cfg.data.train_split, "dev": cfg.data.dev_split, "test": cfg.data.test_split},
+              **(results.get("splits") or {})}
+    return [(splits["train"], "training"), ("corpus", "training"), (splits["dev"], "evaluation"),
+            (splits["test"], "evaluation")]
+
+
 def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
     """Log results.json of a finished run dir into MLflow (parent + nested runs); returns the run ids."""
     run_dir = Path(run_dir).resolve()
-    results = json.loads((run_dir / RESULTS).read_text(encoding="utf-8"))
+    results = read_results(run_dir)
     parent = start_parent(cfg, run_dir)
     client, exp_id, uri = _client(cfg, run_dir)
     st = _state(run_dir, uri)
     iterations = results.get("iterations", [])
+    datasets = working_set_datasets(run_dir, results)
+    used = _used(cfg, results)
+    test_only = [u for u in used if u[1] == "evaluation"][-1:]
 
     # parent: per-step GRPO series, per-iteration metrics, per-system metrics, stage times
     items = _grpo_series(iterations) + [(f"iter/{k}", v, s) for k, v, s in _quality_items(results.get("s0_quality"), 0)]
@@ -277,7 +425,8 @@ def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
     items += [(f"time/{k}", v, 0) for k, v in results.get("stage_seconds", {}).items()]
     items += [("time/total_stages", results.get("seconds_stages", 0), 0),
               ("iterations", len(iterations), 0)]
-    _log_metrics(client, parent, items)
+    grpo = [x for x in items if x[0].startswith("grpo/")]
+    _log_metrics(client, parent, [x for x in items if not x[0].startswith("grpo/")] + _missing(client, parent, grpo))
     client.set_tag(parent, "resume.stopped", json.dumps(results.get("stopped")))
 
     # nested: one per iteration
@@ -290,9 +439,10 @@ def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
         offset_steps = max([s for _, _, s in series] or [offset_steps])
         times = [(f"time/{k.split('/')[-1]}", v, 0) for k, v in results.get("stage_seconds", {}).items()
                  if k.startswith(f"{key}/")]
-        _log_metrics(client, rid, series + _iteration_items(it) + times)
+        _log_metrics(client, rid, _missing(client, rid, series) + _iteration_items(it) + times)
         for sub in ("eval", "eval_test"):
             _artifact(client, rid, Path(it["dir"]) / sub, sub)
+        _log_datasets(uri, rid, datasets, used)
         client.set_terminated(rid)
     # nested: one per system
     for name, sysm in results.get("systems", {}).items():
@@ -300,16 +450,18 @@ def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
         _log_metrics(client, rid, [(f"test/{m}", v, 0) for m, v in sysm["test"].items()]
                      + [(f"dev/{m}", v, 0) for m, v in (sysm.get("dev") or {}).items()])
         _artifact(client, rid, sysm.get("dir", ""), "eval_test")
+        _log_datasets(uri, rid, datasets, test_only)
         client.set_terminated(rid)
     # nested: one per ablation (its iterations as steps)
     for name, ab in results.get("ablations", {}).items():
         rid = _child(client, exp_id, st, f"ablation/{name}", parent, {"resume.ablation": name})
         its = ab.get("iterations", [])
-        items = [(f"test/{m}", v, 0) for m, v in ab["test"].items()] + _grpo_series(its)
+        items = [(f"test/{m}", v, 0) for m, v in ab["test"].items()] + _missing(client, rid, _grpo_series(its))
         for it in its:
             items += [(f"iter/{k}", v, s) for k, v, s in _iteration_items(it)]
         _log_metrics(client, rid, items)
         client.set_tag(rid, "resume.stopped", json.dumps(ab.get("stopped")))
+        _log_datasets(uri, rid, datasets, used)
         client.set_terminated(rid)
 
     # artifacts of the parent
@@ -317,6 +469,7 @@ def log_run(cfg: ResumeConfig, run_dir: str | Path) -> dict[str, Any]:
         _artifact(client, parent, run_dir / name)
     _artifact(client, parent, run_dir / "plots", "plots")
     _artifact(client, parent, _sample_summaries(run_dir, results))
+    _log_datasets(uri, parent, datasets, used)
     client.set_terminated(parent)
     st["logged"] = True
     _save_state(run_dir, st)
@@ -439,15 +592,40 @@ def _retriever_bundle(cfg: ResumeConfig, run_dir: Path, retriever_dir: str, summ
 
 
 def _pip_requirements() -> list[str]:
+    """What the pyfunc models import when they load (the `resume` source travels as code_paths): pinned to
+    this environment's versions, without a local version label (torch 2.13.0+cpu -> torch==2.13.0, as
+    requirements.txt pins it: pip picks the CPU or CUDA wheel of the target machine)."""
     from importlib.metadata import PackageNotFoundError, version
 
     reqs = []
-    for pkg in ("torch", "transformers", "numpy", "faiss-cpu", "mlflow"):
+    for pkg in ("mlflow", "torch", "transformers", "numpy"):
         try:
-            reqs.append(f"{pkg}=={version(pkg)}")
+            reqs.append(f"{pkg}=={version(pkg).split('+')[0]}")
         except PackageNotFoundError:
             pass
     return reqs
+
+
+def model_signature(kind: str, cfg: ResumeConfig):
+    """The pyfunc signature: one string column in (a DataFrame with one text column, or a plain list of
+    strings; the column is unnamed because MLflow rejects a list for a named column), the outputs, and the
+    `params` predict() honours (MLflow drops params a signature does not declare)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
+
+    texts = Schema([ColSpec(DataType.string)])
+    if kind == "retriever":  # texts -> one embedding each; kind=query|doc picks the encoder's prompt
+        return ModelSignature(inputs=texts, outputs=Schema([ColSpec(Array(DataType.double))]),
+                              params=ParamSchema([ParamSpec("kind", DataType.string, "query")]))
+    return ModelSignature(inputs=texts, outputs=Schema([ColSpec(DataType.string)]),  # documents -> summaries
+                          params=ParamSchema([ParamSpec("max_new_tokens", DataType.long,
+                                                        int(cfg.summarizer.max_new_tokens))]))
+
+
+def _code_paths() -> list[str]:
+    """The `resume` package source, shipped inside the model (MLflow puts it on sys.path at load)."""
+    return [str(Path(__file__).resolve().parent)]
 
 
 def register_models(cfg: ResumeConfig, run_dir: str | Path, *, once: bool = False) -> dict[str, Any]:
@@ -460,10 +638,7 @@ def register_models(cfg: ResumeConfig, run_dir: str | Path, *, once: bool = Fals
     from resume.errors import ResumeError
 
     run_dir = Path(run_dir).resolve()
-    rp = run_dir / RESULTS
-    if not rp.exists():
-        raise ResumeError(f"{run_dir}: no results.json; run `resume run --out {run_dir}` first")
-    results = json.loads(rp.read_text(encoding="utf-8"))
+    results = read_results(run_dir)  # DataError when missing or malformed
     if not results.get("final"):
         raise ResumeError(f"{run_dir}: the run has no iterative loop (systems without iterative/ablations)")
     # the run's own config describes its models (encoder settings, prompt); `cfg` gives the tracking settings
@@ -498,6 +673,8 @@ def register_models(cfg: ResumeConfig, run_dir: str | Path, *, once: bool = Fals
             for kind, name, pm, arts in specs:
                 info = mlflow.pyfunc.log_model(name=kind, python_model=pm,
                                                artifacts={**arts, "resume_config": str(cfg_json)},
+                                               signature=model_signature(kind, run_cfg),
+                                               code_paths=_code_paths(),
                                                pip_requirements=_pip_requirements(),
                                                registered_model_name=name)
                 version = str(info.registered_model_version)

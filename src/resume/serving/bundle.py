@@ -30,6 +30,7 @@ sees half a bundle; an existing bundle at the same path is replaced.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -43,6 +44,7 @@ from typing import Any
 from resume.config import EvalConfig, ResumeConfig, RetrieverConfig
 from resume.errors import ConfigError, DataError, ModelError, ResumeError
 from resume.io import atomic_write_json, iter_jsonl, write_jsonl
+from resume.run_dir import run_path
 
 FORMAT = "resume-retriever-bundle"
 FORMAT_VERSION = 1  # written for mode `summary`; FORMAT_VERSION_MODES for the other modes
@@ -118,7 +120,8 @@ def last_iteration(run_dir: str | Path) -> tuple[Path, Path]:
     if res.is_file():
         try:
             r = json.loads(res.read_text(encoding="utf-8"))
-            ret, summ = r["final"]["retriever"], r["iterations"][-1]["summaries"]
+            # paths inside the run dir are stored relative to it (resume.run_dir.run_relative)
+            ret, summ = run_path(run_dir, r["final"]["retriever"]), run_path(run_dir, r["iterations"][-1]["summaries"])
             if ret and summ and Path(summ).is_file() and hf_dir(ret).is_dir():
                 return hf_dir(ret), Path(summ)
         except (KeyError, IndexError, TypeError, json.JSONDecodeError):
@@ -186,8 +189,7 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
     def view(texts_by_id: dict[str, str]) -> Any:
         emb = encoder.encode_docs([texts_by_id[i] for i in ids])  # (n, dim)
         # GPU FAISS is a search-time choice; the saved form is always CPU.
-        return DocIndex.build(ids, emb, ecfg.index, nlist=ecfg.nlist, nprobe=ecfg.nprobe, hnsw_m=ecfg.hnsw_m,
-                              ef_search=ecfg.ef_search, gpu=False)
+        return DocIndex.from_config(ids, emb, dataclasses.replace(ecfg, gpu=False))  # every index setting
 
     index = view(docs)
     doc_index = view(full) if ecfg.mode == "fused" else None

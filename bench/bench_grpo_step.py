@@ -1,7 +1,7 @@
 """Benchmark: where a GRPO step's time goes on the real summarizer, and what a change does to it.
 
-    .venv/bin/python bench/grpo_step.py                                   # fp32 (today) vs bf16 autocast
-    .venv/bin/python bench/grpo_step.py --steps 8 --variant fp32= --variant bf16=grpo.bf16=true
+    .venv/bin/python bench/bench_grpo_step.py                                   # fp32 (today) vs bf16 autocast
+    .venv/bin/python bench/bench_grpo_step.py --steps 8 --variant fp32= --variant bf16=grpo.bf16=true
 
 One GRPO round of `--steps` optimiser steps per variant (`configs/cranfield.yaml`'s `grpo.*` settings:
 SmolLM2-135M-Instruct, 2 prompts x 8 completions of up to 160 tokens per step, reward model g_0 =
@@ -19,7 +19,7 @@ timing TRL's own methods (class-level wrappers, nothing changes in what they com
     other      the rest of the step (data, padding, logging)
 
 The first step is reported but left out of the means (it pays one-off costs: thread pools, allocator).
-Writes bench/grpo_step.json: the machine (CPU model, AMX, threads, load), per variant the per-step
+Writes bench/out/bench_grpo_step.json: the machine (CPU model, AMX, threads, load), per variant the per-step
 parts, their means over steps 2.., the round's reward curve, and the speed-up against the baseline.
 """
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=KEY=V[,KEY=V...]: config overrides of one variant; the first is the baseline "
                          "(default: fp32= and bf16=grpo.bf16=true)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_step.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "bench_grpo_step.json"))
     ap.add_argument("--_one", nargs=2, metavar=("OVERRIDES_JSON", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._one:
