@@ -49,15 +49,18 @@ def measure_lead(cfg, data: str, out: Path, ids: list[str]) -> dict:
 
 def paired(a: dict, b: dict) -> dict:
     """b - a on the documents both were scored on (per-document Delta of the fixed judge): mean gain,
-    documents better / worse, paired t-test and Wilcoxon p-values."""
+    documents better / worse, the project's paired t-test and sign-flip test (`resume.evaluate.paired_test`)
+    and the Wilcoxon signed-rank p-value."""
     from scipy import stats
 
+    from resume.evaluate import paired_test
+
     da, db = a["fixed_judge"]["delta_per_doc"], b["fixed_judge"]["delta_per_doc"]
-    ids = [d for d in da if d in db]
-    x = [db[d] - da[d] for d in ids]
+    test = paired_test(da, db, metric="delta")
+    x = [db[d] - da[d] for d in da if d in db]
     nz = [v for v in x if v != 0]
-    return {"n": len(ids), "gain": sum(x) / len(x), "better": sum(v > 0 for v in x), "worse": sum(v < 0 for v in x),
-            "t_p": float(stats.ttest_rel([db[d] for d in ids], [da[d] for d in ids]).pvalue),
+    return {"n": test["n"], "gain": test["mean_diff"], "better": sum(v > 0 for v in x), "worse": sum(v < 0 for v in x),
+            "t_p": test["p_value"], "perm_p": test["p_permutation"],
             "wilcoxon_p": float(stats.wilcoxon(nz).pvalue) if len(nz) >= 6 else None}
 
 
