@@ -116,7 +116,7 @@ class FakeStages:
         return str(out)
 
     def evaluate_retrieval(self, cfg, *, data_dir, split, retriever, texts=None, out_dir, mode=None,
-                           fusion_weight=None, encoder=None):
+                           fusion_weight=None, encoder=None, run_dir=None):
         _received(cfg, data_dir)
         self.calls.append(("evaluate", str(out_dir)))
         self.args.append({"stage": "evaluate", "out": str(out_dir), "retriever": str(retriever), "texts": str(texts),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,6 +345,57 @@ def test_evaluate_retrieval_full_documents_and_summaries(beir_dir, tmp_path):
                            encoder=HashEncoder())
 
 
+def test_eval_info_paths_inside_the_run_dir_are_relative_and_resolve_after_a_move(beir_dir, tmp_path):
+    """eval_info.json of an eval dir inside a run directory holds no absolute path of this machine: the paths
+    inside the run directory as `./...` (relative to it, as results.json), the run directory relative to the
+    eval dir; `read_eval_info` resolves them where the run directory is now. Paths outside the run directory
+    and hub ids stay as given, and so does everything written without a run directory."""
+    import shutil
+
+    from resume.evaluate import read_eval_info
+
+    pytest.importorskip("resume.data")
+    cfg = ResumeConfig()
+    cfg.evaluate.k = 10
+    run = tmp_path / "run"
+    shutil.copytree(beir_dir, run / "data")
+    (run / "iter_01").mkdir()
+    texts = _summaries(run / "iter_01" / "summaries.jsonl", {f"d{i}": f"summary {i}" for i in range(6)})
+    g1 = run / "iter_01" / "retriever"
+    ev = dict(split="test", encoder=HashEncoder(), run_dir=run)
+    evaluate_retrieval(cfg, data_dir=run / "data", retriever=str(g1), texts=texts, out_dir=run / "iter_01" / "eval",
+                       **ev)
+    raw = (run / "iter_01" / "eval" / "eval_info.json").read_text()
+    info = json.loads(raw)
+    assert (info["run_dir"], info["data_dir"], info["retriever"], info["texts"]) == \
+        ("../..", "./data", "./iter_01/retriever", "./iter_01/summaries.jsonl")
+    assert str(tmp_path) not in raw
+    # outside the run directory (the source data) and a hub id: as given
+    evaluate_retrieval(cfg, data_dir=beir_dir, retriever="org/encoder", out_dir=run / "baseline" / "eval_test", **ev)
+    base = json.loads((run / "baseline" / "eval_test" / "eval_info.json").read_text())
+    assert (base["data_dir"], base["retriever"], base["texts"]) == (str(beir_dir), "org/encoder", None)
+
+    moved = tmp_path / "elsewhere" / "run-copy"
+    shutil.move(run, moved)
+    got = read_eval_info(moved / "iter_01" / "eval")
+    assert (got["run_dir"], got["data_dir"], got["retriever"], got["texts"]) == \
+        (str(moved), str(moved / "data"), str(moved / "iter_01" / "retriever"),
+         str(moved / "iter_01" / "summaries.jsonl"))
+    assert Path(got["texts"]).is_file() and got["mode"] == "summary" and got["n_docs"] == 6
+    assert read_eval_info(moved / "baseline" / "eval_test")["data_dir"] == str(beir_dir)
+
+    # no run directory (`resume evaluate --out`, the KFP component): written and read as given
+    evaluate_retrieval(cfg, data_dir=beir_dir, retriever=str(g1), out_dir=tmp_path / "plain", split="test",
+                       encoder=HashEncoder())
+    plain = read_eval_info(tmp_path / "plain")
+    assert "run_dir" not in plain and plain["retriever"] == str(g1) and plain["data_dir"] == str(beir_dir)
+    (tmp_path / "plain" / "eval_info.json").write_text("[1]")
+    with pytest.raises(DataError, match=r"eval_info.json: expected a JSON object"):
+        read_eval_info(tmp_path / "plain")
+    with pytest.raises(DataError, match=r"eval_info.json: not found"):
+        read_eval_info(tmp_path / "nowhere")
+
+
 class NoisyCopyEncoder:
     """Documents: a random unit vector per text (seeded by its crc32, no ties). A query `near <doc text>`: that
     document's vector plus noise, so each query has one clear nearest document and many close runners-up."""
@@ -413,6 +465,15 @@ def test_cli_evaluate_with_tiny_encoder(beir_dir, tmp_path, capsys):
     m = json.loads(out)
     assert set(m) == {"mrr@10", "ndcg@10", "recall@100", "recall@1000"} and m["recall@100"] == 1.0
     assert (tmp_path / "ev" / "run.trec").is_file()
+    assert "working set" not in err  # the default config samples nothing
+    # a config with a working set (e.g. a run's config.yaml reused on another dataset) says so on stderr
+    code, out, err = run_cli(capsys, "evaluate", "--data", str(beir_dir), "--split", "test", "--retriever",
+                             "tiny-encoder", "--set", "evaluate.k=10", "--set", "device=cpu",
+                             "--set", "data.max_eval_queries=1", "--out", str(tmp_path / "ev1"))
+    assert code == 0, err
+    assert "note: the config selects a working set (data.max_eval_queries=1): 1 queries over" in err
+    assert "--set data.max_eval_queries=null evaluates the whole split" in err
+    assert json.loads(out).keys() == m.keys()
 
 
 # ------------------------------------------------------------------------------------ index modes

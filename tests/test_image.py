@@ -1,7 +1,14 @@
 """The container image (issue #14): `make image` builds the CPU image on this machine, and the project
-runs inside it as the image's non-root user. Slow (a full build, tens of minutes; not in CI):
+runs inside it as the image's non-root user. Slow (not in CI): on 2 cores here the build took 5 to 9 min,
+the three checks in the image 4 to 6 min.
 
     .venv/bin/pytest tests/test_image.py -m slow -q -s        # -s prints the build time and image size
+
+In the image, as its non-root user (uid 1000): `resume --help`, `resume data validate data/cranfield` and
+the whole loop `resume run --config configs/tiny.yaml` (every system of the tiny config, MLflow tracking
+into the run directory's sqlite file). RESUME_TEST_IMAGE names the image (default
+localhost/resume-test:cpu); RESUME_TEST_IMAGE_PREBUILT=1 skips the build and tests that image as it is
+(one `make image` with this test's settings already made it; the test fails if it is not there).
 
 With a Docker engine the test uses `docker build` / `docker run`; without one, buildah (chroot isolation,
 vfs storage) and a Debian base made by mmdebstrap (`make image-base`), no container registry needed.
@@ -80,6 +87,10 @@ def _image_size() -> int:
 def image():
     if not _docker() and not shutil.which("buildah"):
         pytest.fail("neither a Docker engine nor buildah here: `apt-get install buildah mmdebstrap`")
+    if os.environ.get("RESUME_TEST_IMAGE_PREBUILT") == "1":
+        size = _image_size()  # fails (CalledProcessError / no such image) when it was not built
+        print(f"\n{IMAGE}: prebuilt, not rebuilt; image {size / 1e9:.2f} GB")
+        return IMAGE
     args, mounts = _build_options()
     # make pastes these into a shell command line: shlex quoting keeps "a b" values (extra indexes) whole
     env = {**os.environ, "IMAGE": IMAGE, "BASE": "cpu", "BUILD_ARGS": shlex.join(args),
@@ -123,3 +134,21 @@ def test_the_image_validates_the_bundled_data(image):
     r = _run(image, "resume", "data", "validate", "data/cranfield")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "judgements" in r.stdout and "queries" in r.stdout, r.stdout
+
+
+def test_the_image_runs_the_whole_loop_on_the_tiny_config(image):
+    """`resume run` on configs/tiny.yaml as uid 1000: run dir, MLflow sqlite and artifacts under /tmp."""
+    mark = "=== results.json ==="
+    r = _run(image, "sh", "-c", "resume run --config configs/tiny.yaml --out /tmp/run"
+             f" && echo '{mark}' && cat /tmp/run/results.json && test -s /tmp/run/report.md && test -s /tmp/run/mlflow.db")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log, _, text = r.stdout.partition(mark + "\n")
+    assert "report: /tmp/run/report.md" in log, log[-2000:]
+    res = json.loads(text)
+    assert res["name"] == "tiny" and res["device"] == "cpu"
+    assert len(res["iterations"]) == 2 and all(it["grpo_steps"] == 2 for it in res["iterations"])
+    assert set(res["systems"]) == {"baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control"}
+    for name, system in res["systems"].items():
+        assert set(system["test"]) >= {"mrr@10", "ndcg@10", "recall@100"}, name
+        assert all(0.0 <= v <= 1.0 for v in system["test"].values()), name
+    assert res["final"]["summarizer"] and res["final"]["retriever"]

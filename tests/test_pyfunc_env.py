@@ -61,7 +61,7 @@ def test_registered_retriever_loads_in_a_fresh_venv(tmp_path, monkeypatch):
     res = json.loads((run / "results.json").read_text())
     res["final"] = {"retriever": resolve_model("tiny-encoder"), "summarizer": resolve_model("tiny-causal-lm")}
     (run / "results.json").write_text(json.dumps(res))
-    monkeypatch.setattr(tracking, "_retriever_bundle", lambda *a, **k: None)
+    monkeypatch.setattr(tracking.registry, "_retriever_bundle", lambda *a, **k: None)
     reg = tracking.register_models(cfg, run)
     uri = tracking.tracking_uri(cfg, run)
     with tracking._fluent(uri):

@@ -105,3 +105,22 @@ def test_report_of_a_moved_run_dir_finds_its_files(run_dir, tmp_path):
         assert f"Run directory: `{moved}`" in text
     finally:
         shutil.move(moved, run_dir)
+
+
+def test_ood_section_has_paired_tests_and_text_signals(run_dir):
+    """The OOD table gets the same paired tests as in domain (from its eval dirs' per_query.json) and the
+    text signals of its summary sets."""
+    results = read_results(run_dir)
+    sys_ = results["systems"]
+    results["ood"] = {"dataset": "medline", "split": "test", "quality": {
+        "fixed_summary": {"text": {"placeholder_rate": 0.0, "boilerplate_rate": 0.25, "copy_rate": 0.5,
+                                   "distinct_2": 0.75, "mean_tokens": 99.0, "truncation_rate": 0.125,
+                                   "separator_rate": 1.0}}},
+        "systems": {k: sys_[k] for k in ("baseline", "fixed_summary", "iterative")}}
+    text = render(results, [])
+    ood = text[text.index("## Out of distribution"):]
+    assert "Paired tests of Iterative against each system on these queries" in ood
+    # the same per-query files as in domain, so the same rows as test_significance_table_from_per_query_files
+    assert "| Fixed Summary | 3 | 0.100 | 0.049 | 0.250 | 0.100 | 0.049 | 0.250 |" in ood
+    assert "| Baseline | 3 | 0.000 | 1.000 | 1.000 | 0.000 | 1.000 | 1.000 |" in ood
+    assert "| Fixed Summary | 0.00 | 0.25 | 0.50 | 0.75 | 99.0 | 0.12 | 1.00 |" in ood

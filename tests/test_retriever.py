@@ -146,6 +146,27 @@ def test_info_nce_is_cross_entropy_over_cosine_with_exclusions():
     torch.testing.assert_close(R.info_nce(q, d, pos, 0.05, exclude), expected)
 
 
+def test_info_nce_is_mnrl_but_for_the_false_negative_mask(tiny_encoder):
+    """Issue #14: our loss IS sentence-transformers' MultipleNegativesRankingLoss (scale = 1 / temperature,
+    pairs + one hard negative per query) until a column is excluded; that mask is the only difference."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    mnrl = MultipleNegativesRankingLoss(_st_reference(tiny_encoder.path, tiny_encoder.max_length), scale=1 / 0.05)
+    g = torch.Generator().manual_seed(0)
+    q, d_pos, d_neg = (torch.randn(4, 8, generator=g) for _ in range(3))
+    d_pos[2] = q[0] + 0.3 * torch.randn(8, generator=g)  # query 2's positive is also relevant to query 0
+    theirs = mnrl.compute_loss_from_embeddings([q, d_pos, d_neg], None)
+    pos = torch.arange(4)
+    ours = R.info_nce(q, torch.cat([d_pos, d_neg]), pos, 0.05)
+    torch.testing.assert_close(ours, theirs)
+    exclude = torch.zeros(4, 8, dtype=torch.bool)
+    exclude[0, 2] = True  # ...so it is a false negative for query 0, which our loop masks
+    masked = R.info_nce(q, torch.cat([d_pos, d_neg]), pos, 0.05, exclude)
+    assert masked < theirs - 1e-4  # MNRL keeps the column in query 0's softmax denominator
+    logits = mnrl.similarity_fct(q, torch.cat([d_pos, d_neg])) * mnrl.scale  # MNRL's own logits, masked by hand
+    torch.testing.assert_close(masked, torch.nn.functional.cross_entropy(logits.masked_fill(exclude, -torch.inf), pos))
+
+
 def _toy_ds() -> BeirDataset:
     corpus = {d: {"title": f"t{d}", "text": f"text {d}"} for d in ("a", "b", "c", "d")}
     qrels = {"train": {"q1": {"a": 2, "b": 0}, "q2": {"c": 1, "d": 3}}}
@@ -208,13 +229,13 @@ def test_finetune_in_process_resumes_bit_identically(tmp_path, monkeypatch):
         if step == 3:
             raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(R, "_after_step", die)
+    monkeypatch.setattr(R.train, "_after_step", die)
     out = tmp_path / "crash"
     with pytest.raises(KeyboardInterrupt):
         R.finetune_retriever(cfg, out_dir=out, **kw)
     assert [p.name for p in (out / R.CHECKPOINTS).iterdir()] == ["step_2"]
     assert not (out / "model").exists() and len(_log(out)) == 3
-    monkeypatch.setattr(R, "_after_step", lambda step: None)
+    monkeypatch.setattr(R.train, "_after_step", lambda step: None)
     got = R.finetune_retriever(cfg, out_dir=out, **kw)
     _assert_same_weights(ref, got)
     assert _log(out) == _log(tmp_path / "ref")

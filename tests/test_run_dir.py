@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -103,3 +104,29 @@ def test_summaries_reader_one_policy(tmp_path):
         rd.read_summaries(p)
     with pytest.raises(DataError, match="summaries file not found"):
         rd.read_summaries(tmp_path / "none.jsonl")
+
+
+def test_summaries_reader_names_the_file_line_and_reads_the_first_rows(tmp_path):
+    """Errors name the file's own line (blank lines count); `limit` reads the first rows only, as written (the
+    report's and the tracker's samples), and stops before a bad row further down."""
+    from resume.errors import DataError
+
+    p = tmp_path / rd.SUMMARIES
+    good = [{"_id": "a", "summary": "A", "n_tokens": 3, "has_separator": True}, {"_id": 7, "summary": ""},
+            {"_id": "a", "summary": "again"}]
+    p.write_text("".join(json.dumps(r) + "\n" for r in good) + "\n" + '{"_id": "b", "summary": 5}\n')
+    rows = list(rd.iter_summary_rows(p, limit=3))
+    assert rows == [good[0], {"_id": "7", "summary": ""}, good[2]]  # every key kept, _id a string, repeats kept
+    assert list(rd.iter_summary_rows(p, limit=1)) == [good[0]] and list(rd.iter_summary_rows(p, limit=0)) == []
+    with pytest.raises(DataError, match=r"summaries.jsonl:5: \"summary\" is int; expected a string") as e:
+        rd.read_summaries(p)
+    assert (e.value.path, e.value.line) == (str(p), 5)
+    p.write_text('{"_id": "a", "summary": "s"}\n\n{"_id": "b", "summary": "s"\n')
+    with pytest.raises(DataError, match=r"summaries.jsonl:3: not valid JSON Lines"):
+        rd.read_summaries(p)
+    p.write_bytes(b'{"_id": "a", "summary": "s"}\n{"_id": "b", "summary": "\xff"}\n')
+    with pytest.raises(DataError, match=r"summaries.jsonl:2: not UTF-8"):
+        rd.read_summaries(p)
+    p.write_text('{"_id": true, "summary": "s"}\n')
+    with pytest.raises(DataError, match=r":1: expected an object with an \"_id\""):
+        rd.read_summaries(p)

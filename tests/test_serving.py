@@ -137,10 +137,45 @@ def test_bundle_from_run_dir_and_bad_input(tmp_path, bundle_dir, texts):
     with pytest.raises(ModelError, match="neither a retriever bundle"):
         resolve_retriever_source(tmp_path / "dl" / "artifacts" / "bundle" / "index")
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"_id": "1", "summary": "a"}\n{"_id": "1", "summary": "b"}\n')
-    with pytest.raises(DataError, match="duplicate _id"):
+    bad.write_text('{"_id": "1", "summary": "a"}\n\n{"_id": "2", "summary": 3}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:3: \"summary\" is int; expected a string"):
         build_retriever_bundle(tmp_path / "nope", retriever=str(bundle_dir / "retriever"), texts=bad)
     assert not (tmp_path / "nope").exists()
+
+
+def test_bundle_reads_summaries_as_evaluate_does(tmp_path, bundle_dir, cranfield_dir):
+    """serving's bundle path reads summaries.jsonl through the run directory's one reader: a bad row is the
+    same DataError (file and line) as `resume evaluate` gives for that file, and a repeated id is indexed
+    with its last row, as evaluate indexes it."""
+    import shutil
+
+    from resume.errors import DataError
+    from resume.evaluate import evaluate_retrieval
+
+    run = tmp_path / "run"
+    shutil.copytree(bundle_dir / "retriever", run / "iter_01" / "retriever")
+    summaries = run / "iter_01" / "summaries.jsonl"
+    cfg = load_config(None, ["retriever.model=tiny-encoder", "retriever.max_length=64", "device=cpu"])
+    for bad_row, line in (('{"_id": "3", "summary": null}', 4), ('{"_id": "3", "summary": "x"', 4),
+                          ('{"summary": "no id"}', 4)):
+        summaries.write_text('{"_id": "1", "summary": "a"}\n\n{"_id": "2", "summary": "b"}\n' + bad_row + "\n")
+        errors = []
+        for build in (lambda: bundle_from_run_dir(run, tmp_path / "b", cfg=cfg),
+                      lambda: build_retriever_bundle(tmp_path / "b", retriever=str(bundle_dir / "retriever"),
+                                                     texts=summaries, cfg=cfg),
+                      lambda: evaluate_retrieval(cfg, data_dir=cranfield_dir, split="test", retriever="unused",
+                                                 texts=summaries, out_dir=tmp_path / "eval", encoder=object())):
+            with pytest.raises(DataError) as e:
+                build()
+            errors.append((e.value.path, e.value.line, str(e.value)))
+        assert errors[0] == errors[1] == errors[2], errors
+        assert errors[0][:2] == (str(summaries), line) and str(errors[0][2]).startswith(f"{summaries}:{line}: ")
+        assert not (tmp_path / "b").exists() and not (tmp_path / "eval").exists()
+    summaries.write_text('{"_id": "1", "summary": "first"}\n{"_id": "2", "summary": "b"}\n'
+                         '{"_id": "1", "summary": "last"}\n')
+    out = bundle_from_run_dir(run, tmp_path / "b", cfg=cfg)
+    rows = [json.loads(x) for x in (out / "docs.jsonl").read_text().splitlines()]
+    assert rows == [{"_id": "1", "summary": "last"}, {"_id": "2", "summary": "b"}]
 
 
 # -------------------------------------------------------------------------------------- micro-batcher

@@ -79,6 +79,23 @@ def test_log_run_default_sqlite_nested_runs_metrics_artifacts(fake_run):
     assert again == ids and len(_runs(client, cfg.tracking.experiment)) == len(runs)
 
 
+def test_sample_summaries_are_the_first_rows_of_each_set(fake_run):
+    """The parent's summary_samples.jsonl: the first n rows of S_0, S_1, ... as the one summaries reader gives
+    them (resume.run_dir.iter_summary_rows with a limit)."""
+    from resume import tracking
+    from resume.io import iter_jsonl
+    from resume.run_dir import read_results
+
+    _, run = fake_run
+    out = tracking._sample_summaries(run, read_results(run), n=2)
+    want = []
+    for name, path in (("S_0", run / "iter_00"), ("S_1", run / "iter_01"), ("S_2", run / "iter_02")):
+        for r in list(iter_jsonl(path / "summaries.jsonl"))[:2]:
+            want.append({"set": name, "_id": r["_id"], "summary": r["summary"], "n_tokens": r["n_tokens"],
+                         "has_separator": r["has_separator"]})
+    assert list(iter_jsonl(out)) == want and len(want) == 6
+
+
 def test_register_champion_rule(fake_run, monkeypatch):
     """The alias moves only when the new test MRR@10 is >= the champion's recorded one (both names together)."""
     from mlflow.tracking import MlflowClient
@@ -86,7 +103,7 @@ def test_register_champion_rule(fake_run, monkeypatch):
     from resume import tracking
 
     cfg, run = fake_run
-    monkeypatch.setattr(tracking, "_retriever_bundle", lambda *a, **k: None)
+    monkeypatch.setattr(tracking.registry, "_retriever_bundle", lambda *a, **k: None)
     tracking.log_run(cfg, run)
     client = MlflowClient(tracking.tracking_uri(cfg, run))
 
@@ -196,6 +213,84 @@ def test_live_grpo_without_parent_is_off(tmp_path, monkeypatch):
         assert rid is None and "MLFLOW_RUN_ID" not in os.environ
 
 
+def _tracked_loop(tmp_path, monkeypatch, **tracking) -> tuple:
+    """`resume run` with MLflow on (the run dir's sqlite store) and the fake stages; returns (cfg, run dir)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    cfg = fake_cfg(write_tiny_beir(tmp_path / "beir"), max_iterations=2, eps_reward=None, eps_metric=None,
+                   systems=["baseline", "iterative"])
+    cfg.tracking.register = False
+    for k, v in tracking.items():
+        setattr(cfg.tracking, k, v)
+    return cfg, tmp_path / "run"
+
+
+def _parent_status(cfg, run: Path) -> tuple[str, str, int | None]:
+    """(parent run id, its status, its end time) as MLflow's store holds them."""
+    from mlflow.tracking import MlflowClient
+
+    from resume import tracking
+
+    rid = json.loads((run / tracking.STATE).read_text())["parent"]
+    info = MlflowClient(tracking.tracking_uri(cfg, run)).get_run(rid).info
+    return rid, info.status, info.end_time
+
+
+def test_loop_that_raises_ends_the_parent_run_failed_and_a_rerun_finished(tmp_path, monkeypatch):
+    """A stage that raises mid-loop: the parent run ends FAILED (not left RUNNING); the rerun that completes
+    reopens the same parent and ends it FINISHED."""
+    fake = FakeStages(fail_on="summarize:iter_02")
+    cfg, run = _tracked_loop(tmp_path, monkeypatch)
+    with pytest.raises(RuntimeError, match="injected failure in summarize"):
+        run_loop(cfg, out_dir=run, stages=fake.stages(), log=lambda s: None)
+    rid, status, end = _parent_status(cfg, run)
+    assert status == "FAILED" and end is not None
+    run_loop(cfg, out_dir=run, stages=fake.stages(), log=lambda s: None)  # fail_on fired once: this one completes
+    again, status, _ = _parent_status(cfg, run)
+    assert again == rid and status == "FINISHED"
+
+
+def test_interrupted_loop_ends_the_parent_and_the_round_failed(tmp_path, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) inside a GRPO round: the round's live nested run and the parent end FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from resume import tracking
+
+    fake = FakeStages()
+    stages = fake.stages()
+
+    def interrupted(cfg, *, out_dir, **kw):
+        if "iter_02" in str(out_dir):
+            raise KeyboardInterrupt
+        return fake.grpo_train(cfg, out_dir=out_dir, **kw)
+
+    stages.grpo_train = interrupted
+    cfg, run = _tracked_loop(tmp_path, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(cfg, out_dir=run, stages=stages, log=lambda s: None)
+    _, status, _ = _parent_status(cfg, run)
+    assert status == "FAILED"
+    st = json.loads((run / tracking.STATE).read_text())
+    assert MlflowClient(st["tracking_uri"]).get_run(st["runs"]["iter_02"]).info.status == "FAILED"
+    assert "MLFLOW_RUN_ID" not in os.environ
+
+
+def test_failure_after_the_parent_was_logged_still_ends_it_failed(tmp_path, monkeypatch):
+    """An error in the last step (registration, after `log_run` ended the parent FINISHED) ends it FAILED."""
+    from resume import tracking
+
+    def registry_down(*a, **kw):
+        raise RuntimeError("registry down")
+
+    monkeypatch.setattr(tracking, "register_models", registry_down)
+    fake = FakeStages()
+    cfg, run = _tracked_loop(tmp_path, monkeypatch, register=True)
+    with pytest.raises(RuntimeError, match="registry down"):
+        run_loop(cfg, out_dir=run, stages=fake.stages(), log=lambda s: None)
+    assert json.loads((run / tracking.STATE).read_text()).get("logged")  # log_run had completed
+    assert _parent_status(cfg, run)[1] == "FAILED"
+
+
 def test_registered_models_have_signature_and_code_paths(fake_run, monkeypatch, tmp_path):
     """Both pyfunc models carry a signature (validated at predict) and the `resume` source as code_paths,
     with requirements installable from PyPI (no local version labels)."""
@@ -207,7 +302,7 @@ def test_registered_models_have_signature_and_code_paths(fake_run, monkeypatch, 
     from resume.models import resolve_model
 
     cfg, run = fake_run
-    monkeypatch.setattr(tracking, "_retriever_bundle", lambda *a, **k: None)
+    monkeypatch.setattr(tracking.registry, "_retriever_bundle", lambda *a, **k: None)
     res = json.loads((run / "results.json").read_text())
     res["final"] = {"retriever": resolve_model("tiny-encoder"), "summarizer": resolve_model("tiny-causal-lm")}
     (run / "results.json").write_text(json.dumps(res))
@@ -218,7 +313,8 @@ def test_registered_models_have_signature_and_code_paths(fake_run, monkeypatch, 
             mlmodel = yaml.safe_load((local / "MLmodel").read_text())
             assert mlmodel["signature"]["inputs"] and mlmodel["signature"]["params"], kind
             assert mlmodel["flavors"]["python_function"]["code"] == "code"
-            assert (local / "code" / "resume" / "tracking.py").is_file() and (local / "code" / "resume" / "retriever.py").is_file()
+            assert (local / "code" / "resume" / "tracking" / "pyfunc.py").is_file()
+            assert (local / "code" / "resume" / "retriever" / "encoder.py").is_file()
             reqs = (local / "requirements.txt").read_text().split()
             assert any(r.startswith("mlflow==") for r in reqs) and any(r.startswith("torch==") for r in reqs)
             assert not any("+" in r for r in reqs), reqs

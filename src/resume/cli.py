@@ -137,6 +137,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         cfg.evaluate.fusion_weight = choice["weight"]
     metrics = evaluate_retrieval(cfg, data_dir=data, split=args.split, retriever=retriever, texts=args.texts,
                                  out_dir=args.out, encoder=encoder)
+    sampled = {k: v for k, v in (("data.max_train_queries", cfg.data.max_train_queries),
+                                 ("data.max_eval_queries", cfg.data.max_eval_queries),
+                                 ("data.distractors", cfg.data.distractors)) if v is not None}
+    if sampled:  # e.g. a run's config.yaml reused on another dataset: say that a working set was evaluated
+        from resume.evaluate import read_eval_info
+
+        info = read_eval_info(args.out)
+        print(f"note: the config selects a working set ({', '.join(f'{k}={v}' for k, v in sampled.items())}): "
+              f"{info.get('n_queries')} queries over {info.get('n_docs')} documents of {data} were evaluated; "
+              f"--set {'=null --set '.join(sampled)}=null evaluates the whole split", file=sys.stderr)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import math
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from resume import run_dir as rd
 from resume.errors import DataError, ResumeError
 from resume.io import atomic_path, atomic_write_json
 from resume.run_dir import METRICS, PRIMARY_METRIC, corpus_summaries
@@ -402,7 +405,7 @@ def build_eval_index(ecfg, encoder: Any, documents: Mapping[str, str] | None, su
 
 def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path | None = None,
                        out_dir: str | Path, encoder: Any = None, mode: str | None = None,
-                       fusion_weight: float | None = None) -> dict[str, float]:
+                       fusion_weight: float | None = None, run_dir: str | Path | None = None) -> dict[str, float]:
     """Index the texts with FAISS, search `split`'s queries at `cfg.evaluate.k`, and write `run.trec`,
     `metrics.json`, `per_query.json` and `eval_info.json` into `out_dir` (each atomically). Returns the
     metrics dict.
@@ -412,7 +415,9 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
     `fused` and `long_only` need `texts`. `fusion_weight` (None = `cfg.evaluate.fusion_weight`) is the
     document view's weight in score fusion. `encoder`: any object with `encode_queries` / `encode_docs`
     (and `count_tokens` + `max_length` for `long_only`; default `resume.retriever.Encoder` of `retriever`).
-    Works on any BEIR-layout directory; the data working set follows `cfg.data`.
+    `run_dir`: the run directory `out_dir` lies in (`resume run` passes it), so that eval_info.json holds the
+    paths inside it relative (`write_eval_info`). Works on any BEIR-layout directory; the data working set
+    follows `cfg.data`.
     """
     from resume.data import load_beir, select_working_set
 
@@ -439,7 +444,7 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
     write_trec_run(out / "run.trec", run, tag=_tag(retriever))
     atomic_write_json(out / "per_query.json", per_query)
     fused = ecfg.mode == "fused"
-    atomic_write_json(out / "eval_info.json", {
+    write_eval_info(out, {
         "data_dir": str(data_dir), "split": split, "retriever": str(retriever),
         "texts": None if texts is None else str(texts), "n_docs": len(ds.corpus), "n_queries": len(qids),
         "n_judged_queries": len(per_query), "index": index.kind, "k": ecfg.k, "mode": ecfg.mode,
@@ -447,9 +452,58 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
         "fusion_weight": ecfg.fusion_weight if fused and ecfg.fusion == "score" else None,
         "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None, **view_info,
         "seconds": {"load": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "metrics": t4 - t3},
-    })
+    }, run_dir=run_dir)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+# The keys of eval_info.json whose values are paths (`retriever`: or a hub id / model name).
+EVAL_INFO_PATH_KEYS = frozenset({"data_dir", "retriever", "texts"})
+
+
+def write_eval_info(eval_dir: str | Path, info: dict[str, Any], *, run_dir: str | Path | None = None) -> Path:
+    """Write <eval_dir>/eval_info.json (atomically); returns its path.
+
+    When `eval_dir` lies inside the run directory `run_dir`, the paths of `info` inside the run directory
+    are written as in every run file (`resume.run_dir.run_relative`: `./<path relative to the run
+    directory>`), and `run_dir` records where the run directory is, relative to `eval_dir` (`../..` for
+    `<run>/iter_01/eval`), so the file resolves on its own wherever the run directory is moved or copied
+    (`read_eval_info`). Paths outside the run directory, hub ids, and every path when `run_dir` is None
+    (`resume evaluate`, the KFP component) are written as given."""
+    out = Path(eval_dir)
+    if run_dir is not None:
+        root, here = os.path.abspath(run_dir), os.path.abspath(out)
+        if here == root or here.startswith(root + os.sep):
+            info = {**rd.run_relative(info, root, keys=EVAL_INFO_PATH_KEYS),
+                    "run_dir": Path(os.path.relpath(root, here)).as_posix()}
+    path = out / rd.EVAL_INFO
+    atomic_write_json(path, info)
+    return path
+
+
+def read_eval_info(eval_dir: str | Path) -> dict[str, Any]:
+    """<eval_dir>/eval_info.json with its paths resolved (`write_eval_info`): the `./...` paths against
+    the run directory it records (`run_dir`, relative to `eval_dir`; returned absolute). A file without
+    `run_dir` (written outside a run directory, or before paths were relative) is returned as written.
+    Raises DataError for a missing file or one that is not a JSON object."""
+    path = Path(eval_dir) / rd.EVAL_INFO
+    if not path.is_file():
+        raise DataError(path, None, "not found; `resume evaluate` (or `resume run`) writes it into each eval dir")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, f"not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise DataError(path, None, "not UTF-8 text") from None
+    if not isinstance(info, dict):
+        raise DataError(path, None, f"expected a JSON object, got {type(info).__name__}")
+    rel = info.get("run_dir")
+    if rel is None:
+        return info
+    if not isinstance(rel, str) or os.path.isabs(rel):
+        raise DataError(path, None, f"run_dir: {rel!r}; expected the run directory relative to {Path(eval_dir)}")
+    root = os.path.normpath(os.path.join(os.path.abspath(eval_dir), rel))
+    return {**rd.resolve_run_paths(info, root, keys=EVAL_INFO_PATH_KEYS), "run_dir": root}
 
 
 def choose_fusion_weight(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path,

@@ -172,6 +172,24 @@ def mlflow_enabled() -> bool:
     return bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
+def plugin_run_id() -> str:
+    """The task's own MLflow run when KFP's MLflow plugin is on (KFP >= 2.17, KEP-12862: its driver creates a
+    nested run per task under the pipeline run's parent and injects MLFLOW_RUN_ID and MLFLOW_EXPERIMENT_ID
+    into the task container), else ''. With it, the components log into the plugin's runs instead of
+    opening their own: `mlflow.start_run()` would otherwise reattach to it anyway, and refuses to when the
+    active experiment (`tracking.experiment`) is not the plugin's."""
+    return os.environ.get("MLFLOW_RUN_ID", "") if mlflow_enabled() else ""
+
+
+def _plugin_runs(run_id: str) -> tuple[str, str]:
+    """(experiment id, parent run id) of the plugin's task run `run_id`; the parent is the run itself when
+    it has none."""
+    import mlflow
+
+    run = mlflow.MlflowClient().get_run(run_id)
+    return run.info.experiment_id, run.data.tags.get("mlflow.parentRunId") or run_id
+
+
 RUN_ID_TAG = "resume.kfp_run_id"      # the KFP run's id ({{$.pipeline_job_uuid}}), on the parent run
 RUN_NAME_TAG = "resume.kfp_run_name"  # the KFP run's name ({{$.pipeline_job_name}}; kfp.local's run dir)
 
@@ -187,14 +205,24 @@ def start_parent_run(experiment: str, run_name: str, params: dict[str, Any] | No
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    tags = {"resume.source": "kfp", **({RUN_ID_TAG: kfp_run_id} if kfp_run_id else {}),
+            **({RUN_NAME_TAG: kfp_run_name} if kfp_run_name else {})}
+    if rid := plugin_run_id():  # KFP's plugin opened the pipeline's parent run: use it, do not open a second
+        _, parent = _plugin_runs(rid)
+        client = mlflow.MlflowClient()
+        for k, v in tags.items():
+            client.set_tag(parent, k, v)
+        if params:  # a retried start-run logs the same values again, which MLflow accepts
+            from mlflow.entities import Param
+
+            client.log_batch(parent, params=[Param(k, v) for k, v in _flat(params).items()])
+        return parent
     exp = mlflow.set_experiment(experiment)
     if kfp_run_id:
         found = mlflow.MlflowClient().search_runs([exp.experiment_id], f"tags.`{RUN_ID_TAG}` = '{kfp_run_id}'",
                                                   max_results=1)
         if found:
             return found[0].info.run_id
-    tags = {"resume.source": "kfp", **({RUN_ID_TAG: kfp_run_id} if kfp_run_id else {}),
-            **({RUN_NAME_TAG: kfp_run_name} if kfp_run_name else {})}
     with mlflow.start_run(run_name=run_name or None, tags=tags) as run:
         if params:
             mlflow.log_params(_flat(params))
@@ -212,6 +240,8 @@ def parent_run_for(artifact, experiment: str, max_runs: int = 200) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    if rid := plugin_run_id():
+        return _plugin_runs(rid)[1]
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         return ""
@@ -227,16 +257,25 @@ def parent_run_for(artifact, experiment: str, max_runs: int = 200) -> str:
 @contextlib.contextmanager
 def child_run(parent_run_id: str, name: str, experiment: str = "resume",
               params: dict[str, Any] | None = None) -> Iterator[Any]:
-    """An MLflow child run of `parent_run_id` (yields the mlflow module), or yields None when disabled."""
+    """An MLflow child run of `parent_run_id` (yields the mlflow module), or yields None when disabled.
+
+    Under KFP's MLflow plugin (`plugin_run_id`) the task's own run, created by the plugin under its parent,
+    is reattached instead (in the plugin's experiment; `parent_run_id` and `experiment` are not used)."""
     if not mlflow_enabled():
         yield None
         return
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
-    mlflow.set_experiment(experiment)
-    kwargs = {"parent_run_id": parent_run_id} if parent_run_id else {}
-    with mlflow.start_run(run_name=name, tags={"resume.component": name.split("-iter")[0]}, **kwargs):
+    tags = {"resume.component": name.split("-iter")[0]}
+    if rid := plugin_run_id():
+        mlflow.set_experiment(experiment_id=_plugin_runs(rid)[0])
+        kwargs: dict[str, Any] = {"run_id": rid}
+        tags["resume.task"] = name
+    else:
+        mlflow.set_experiment(experiment)
+        kwargs = {"run_name": name, **({"parent_run_id": parent_run_id} if parent_run_id else {})}
+    with mlflow.start_run(tags=tags, **kwargs):
         if params:
             mlflow.log_params(_flat(params))
         yield mlflow

@@ -84,7 +84,7 @@ def lead_text(doc: Mapping[str, Any], max_words: int = MAX_WORDS) -> str:
 
 
 def _rows(corpus: Iterator[dict], tokenizer: Any, batch: int = 1024) -> Iterator[dict[str, Any]]:
-    from resume.data import _token_lengths
+    from resume.data.stats import _token_lengths
 
     while chunk := list(islice(corpus, batch)):
         leads = [lead_text(d) for d in chunk]

@@ -56,7 +56,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -250,6 +250,7 @@ class _Ctx:
         kw = {"mode": "summary"} if fusion_weight is None else {"mode": "fused", "fusion_weight": fusion_weight}
         if encoder is not None:
             kw["encoder"] = encoder
+        kw["run_dir"] = str(self.run.run_dir)  # eval_info.json holds the paths inside it relative
         res = self.run.stage(label, scope, name, lambda: fn(c, data_dir=str(data_dir or self.data_dir), split=split,
                                                              retriever=retriever, texts=texts, out_dir=str(out),
                                                              **kw), outputs=(out,))
@@ -523,8 +524,8 @@ def run_loop(cfg: ResumeConfig, *, out_dir: str | Path, force: bool = False, sta
     stages = stages or Stages()
     run_dir = Path(out_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _lock(run_dir):
-        return _run_loop(cfg, run_dir, force, stages, track, log)
+    with _lock(run_dir), ExitStack() as stack:  # the stack: the MLflow parent run, FAILED if the loop raises
+        return _run_loop(cfg, run_dir, force, stages, track, log, stack)
 
 
 @contextmanager
@@ -545,7 +546,7 @@ def _lock(run_dir: Path):
 
 
 def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, track: bool,
-              log: Callable[[str], None]) -> dict[str, Any]:
+              log: Callable[[str], None], stack: ExitStack) -> dict[str, Any]:
     check_config(cfg, run_dir, force)
     if cfg.data.ood:  # a bad OOD set fails now, not after hours of training
         from resume.data import load_beir, resolve_data_path
@@ -560,7 +561,7 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
     if track:
         from resume import tracking
 
-        tracker = tracking.start_parent(cfg, run_dir)
+        tracker = stack.enter_context(tracking.parent_run(cfg, run_dir))  # ends FAILED if anything below raises
 
     # 1. the working set, once
     data_dir = run_dir / "data"

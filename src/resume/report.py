@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from resume.io import atomic_write_text, iter_jsonl
-from resume.run_dir import METRICS, read_results, read_reward_log
+from resume.io import atomic_write_text
+from resume.run_dir import METRICS, iter_summary_rows, read_results, read_reward_log
 
 HEADERS = ("MRR@10", "NDCG@10", "R@100", "R@1000")
 
@@ -165,7 +165,7 @@ def _summaries_of_three(results: dict[str, Any], n_docs: int = 3, max_chars: int
     sets = [(n, p) for n, p in sets if p and Path(p).exists()]
     if not sets:
         return ["(no summaries in this run)"]
-    data = {n: {r["_id"]: r for r in iter_jsonl(p)} for n, p in sets}
+    data = {n: {r["_id"]: r for r in iter_summary_rows(p)} for n, p in sets}  # the one reader
     # three documents judged for test queries when possible, else the first three, in a stable order
     common = [d for d in data[sets[0][0]] if all(d in data[n] for n, _ in sets)]
     test_docs: set[str] = set()
@@ -378,6 +378,26 @@ def render(results: dict[str, Any], plots: list[Path]) -> str:
         L += _table(["system", "MRR@10", "NDCG@10", "R@100", "ΔMRR@10 vs Baseline", "paper MRR@10",
                      "paper NDCG@10", "paper R@100", "paper ΔMRR@10"], rows)
         L += [""]
+        for ref in ("iterative", "iterative_fused"):
+            sig = _significance(osys, ref)
+            if sig:
+                name = LABELS[ref].split(" (")[0]
+                L += [f"Paired tests of {name} against each system on these queries (as in domain):", ""]
+                L += _table([f"{name} vs", "n queries", "ΔMRR@10", "p (t)", "p (perm.)", "ΔNDCG@10", "p (t)",
+                             "p (perm.)"], sig)
+                L += [""]
+        oq = ood.get("quality") or {}
+        if oq:
+            L += ["Summary quality on the OOD corpus (the fixed judge needs training queries, so only the text "
+                  "signals):", ""]
+            L += _table(["summaries", "placeholder", "boilerplate", "copy (8-gram)", "distinct-2", "mean tokens",
+                         "truncated", "separator"],
+                        [[LABELS.get(k, k).split(" (")[0]] + [_f((q.get("text") or {}).get(m), 2) for m in
+                         ("placeholder_rate", "boilerplate_rate", "copy_rate", "distinct_2")]
+                         + [_f((q.get("text") or {}).get("mean_tokens"), 1)]
+                         + [_f((q.get("text") or {}).get(m), 2) for m in ("truncation_rate", "separator_rate")]
+                         for k, q in oq.items() if q])
+            L += [""]
     else:
         L += [f"No second dataset configured for this run (the paper reports {PAPER_OOD['dataset']}: "
               f"MRR@10/NDCG@10/R@100 {PAPER_OOD['baseline']} → {PAPER_OOD['iterative']}).", ""]

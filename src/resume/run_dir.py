@@ -9,16 +9,19 @@ What lives here, and nowhere else:
 * the names of the files and directories of a run directory (DESIGN §2), one constant each;
 * the metric names (`METRICS`) and the one primary metric (`PRIMARY_METRIC`, MRR@10: the metric of the
   early-stopping rule, of the KFP evaluate task's return value and of the paired tests' default);
-* the one reader of summaries.jsonl (`read_summaries`, `corpus_summaries`) with one policy: every row an
-  object with an `_id` and a string `summary`; every corpus document needs one (ids outside the corpus
-  are ignored; a repeated id keeps its last row);
+* the one reader of summaries.jsonl (`iter_summary_rows`; `read_summaries` and `corpus_summaries` are
+  views of it) with one policy: every row an object with an `_id` and a string `summary` (empty allowed);
+  a bad row is a DataError naming the file and its line; every corpus document needs one (ids outside the
+  corpus are ignored; a repeated id keeps its last row);
 * the reward log reader (`read_reward_log`) and the mean GRPO reward of a round (`mean_reward`);
 * the typed schema of results.json (`Results`, version `RESULTS_SCHEMA_VERSION`) and its only writer and
   reader (`write_results`, `read_results`), which check it field by field;
 * how a run file holds paths (`run_relative`, `resolve_run_paths`): a path inside the run directory is
   written as `./<path relative to the run directory>` (the run directory itself as `.`), so a run directory
-  can be moved, copied or committed; readers resolve such paths against the directory they read from. Hub
-  ids and paths outside the run directory are written as they are;
+  can be moved, copied or committed; readers resolve such paths against the run directory (results.json:
+  the directory read from; an eval dir's eval_info.json records where its run directory is, relative to
+  itself: `resume.evaluate.write_eval_info` / `read_eval_info`). Hub ids and paths outside the run
+  directory are written as they are;
 * the stage config (`stage_config`: data.path = the materialised working set, the sampling knobs off) and
   the per-stage seeding (`seed_everything`), so both orchestrators give a stage the same inputs;
 * the early-stopping rule (`early_stop`), which `resume.loop.iterate` and `resume.kfp_ops.continue_decision`
@@ -37,7 +40,7 @@ import random
 import sys
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
@@ -71,6 +74,7 @@ SUMMARIES = "summaries.jsonl"          # iter_XX/summaries.jsonl: S_t (also iter
 RETRIEVER = "retriever"                # iter_XX/retriever: g_t
 EVAL_DEV = "eval"                      # iter_XX/eval: g_t over S_t on the dev split
 EVAL_TEST = "eval_test"                # <system>/eval_test: the test split
+EVAL_INFO = "eval_info.json"           # <eval dir>/eval_info.json: what an evaluation indexed
 REWARD_LOG = "reward_log.jsonl"        # <summarizer>/reward_log.jsonl: one row per GRPO step
 ABLATIONS = "ablations"                # ablations/<name>/iter_XX/...
 
@@ -86,28 +90,48 @@ def iter_dir(root: str | Path, t: int) -> Path:
 # ------------------------------------------------------------------------------------- summaries
 
 
-def read_summaries(path: str | Path) -> dict[str, str]:
-    """doc id -> summary of a summaries.jsonl ({"_id", "summary", ...} per line, as `resume summarize`, the
-    loop and the lead control write it). A repeated id keeps its last row. Raises DataError (file and line)
-    for a missing file, a line that is not JSON, a row without an `_id` or with a summary that is not a
-    string, and a file that is not UTF-8."""
+def iter_summary_rows(path: str | Path, *, limit: int | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a summaries.jsonl ({"_id", "summary", ...} per line, as `resume summarize`, the loop and
+    the lead control write it), checked one by one, in file order, `_id` as a string, the other keys as
+    written; blank lines are skipped. `limit`: stop after that many rows (the first rows of the file; a
+    repeated id is not merged here), None = all.
+
+    The one reader of the format: raises DataError for a missing file and, naming the file and the line,
+    for a line that is not UTF-8 or not JSON, a row without an `_id` (string or integer) and a row whose
+    `summary` is not a string (missing, null, a number ...; an empty string is a summary)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, f"summaries file not found; expected a {SUMMARIES} from `resume summarize`")
-    found: dict[str, str] = {}
-    try:
-        for n, row in enumerate(iter_jsonl(path), start=1):
-            if not isinstance(row, dict) or not isinstance(row.get("_id"), str | int):
+    if limit is not None and limit <= 0:
+        return
+    n_rows = 0
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(path, n, "not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(path, n, f"not valid JSON Lines ({e.msg}, column {e.colno})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("_id"), str | int) or isinstance(row["_id"], bool):
                 raise DataError(path, n, 'expected an object with an "_id" (string) and a "summary"')
             summary = row.get("summary")
             if not isinstance(summary, str):
                 raise DataError(path, n, f'"summary" is {type(summary).__name__}; expected a string')
-            found[str(row["_id"])] = summary
-    except json.JSONDecodeError as e:
-        raise DataError(path, None, f"not valid JSON Lines ({e})") from None
-    except UnicodeDecodeError:
-        raise DataError(path, None, "not UTF-8 text") from None
-    return found
+            yield {**row, "_id": str(row["_id"])}
+            n_rows += 1
+            if limit is not None and n_rows >= limit:
+                return
+
+
+def read_summaries(path: str | Path) -> dict[str, str]:
+    """doc id -> summary of a summaries.jsonl, read by `iter_summary_rows` (its errors); a repeated id keeps
+    its last row."""
+    return {row["_id"]: row["summary"] for row in iter_summary_rows(path)}
 
 
 def corpus_summaries(corpus_ids, path: str | Path) -> dict[str, str]:

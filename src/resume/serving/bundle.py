@@ -44,7 +44,7 @@ from typing import Any
 from resume.config import EvalConfig, ResumeConfig, RetrieverConfig
 from resume.errors import ConfigError, DataError, ModelError, ResumeError
 from resume.io import atomic_write_json, iter_jsonl, write_jsonl
-from resume.run_dir import run_path
+from resume.run_dir import read_summaries, run_path
 
 FORMAT = "resume-retriever-bundle"
 FORMAT_VERSION = 1  # written for mode `summary`; FORMAT_VERSION_MODES for the other modes
@@ -60,44 +60,25 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def read_texts(texts: str | Path | dict[str, str]) -> dict[str, str]:
-    """doc id -> text from a dict or a summaries.jsonl ({"_id", "summary", ...}; `text` is accepted too)."""
-    if isinstance(texts, dict):
-        out = {str(k): str(v) for k, v in texts.items()}
-    else:
-        path = Path(texts)
-        if not path.is_file():
-            raise DataError(str(path), None, "texts file not found (expected summaries.jsonl with _id and summary)")
-        out = {}
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(str(path), n, f"not valid JSON: {e.msg}") from None
-                if not isinstance(row, dict) or "_id" not in row:
-                    raise DataError(str(path), n, "expected an object with an _id")
-                text = row.get("summary", row.get("text"))
-                if not isinstance(text, str):
-                    raise DataError(str(path), n, "expected a string field `summary` (or `text`)")
-                doc_id = str(row["_id"])
-                if doc_id in out:
-                    raise DataError(str(path), n, f"duplicate _id {doc_id!r}")
-                out[doc_id] = text
+    """doc id -> text to index: a dict, or a summaries.jsonl read by the run directory's one reader
+    (`resume.run_dir.read_summaries`: its policy and its errors, naming the file and the line, as
+    `resume evaluate` reads the same file; a repeated id keeps its last row). DataError when there is
+    nothing to index."""
+    out = {str(k): str(v) for k, v in texts.items()} if isinstance(texts, dict) else read_summaries(texts)
     if not out:
         raise DataError(str(texts) if not isinstance(texts, dict) else "<texts>", None, "no texts to index")
     return out
 
 
 def read_documents(documents: str | Path | dict[str, str]) -> dict[str, str]:
-    """doc id -> full text: a dict, a BEIR-layout directory (`resume.data.doc_text` of corpus.jsonl), or a
-    JSONL file of {"_id", "text"} (`read_texts`)."""
-    if isinstance(documents, dict) or not Path(documents).is_dir():
-        return read_texts(documents)
+    """doc id -> full text: a dict, a BEIR-layout directory or a BEIR corpus JSONL file ({"_id", "text"},
+    optional "title"), as `resume.data.doc_text` of each row (what `resume evaluate` indexes)."""
+    if isinstance(documents, dict):
+        return {str(k): str(v) for k, v in documents.items()}
     from resume.data import CORPUS_FILE, doc_text, read_corpus
 
-    return {d["_id"]: doc_text(d) for d in read_corpus(Path(documents) / CORPUS_FILE)}
+    path = Path(documents)
+    return {d["_id"]: doc_text(d) for d in read_corpus(path / CORPUS_FILE if path.is_dir() else path)}
 
 
 def hf_dir(path: str | Path) -> Path:
