@@ -22,6 +22,8 @@ Training: TRL's `GRPOTrainer` (1.16). `grpo.*` maps onto its `GRPOConfig`: `beta
 coefficient (beta > 0 loads a reference model: the model is passed as a local path, which TRL needs
 for that), `loss_type`, `num_generations`; per_device_train_batch_size x gradient_accumulation_steps
 x world size = completions per optimiser step (the paper's batch 128). On CPU `use_cpu=True`, fp32.
+The trainer is `resume.shared_prompt.SharedPromptGRPOTrainer` (`grpo.share_prompt`, on by default): TRL's,
+with each group's prompt run once in the rollouts and the loss; the same log-probabilities and gradients.
 
 Live metrics: with a run named in `MLFLOW_RUN_ID` and a tracking URI in `MLFLOW_TRACKING_URI` (set by
 `resume.tracking.live_grpo` under `resume run`, injected into each task by KFP >= 2.17's MLflow
@@ -366,6 +368,7 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
 
     from resume.data import load_beir, select_working_set
     from resume.models import load_tokenizer, pick_device, resolve_model
+    from resume.shared_prompt import SharedPromptGRPOTrainer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -403,9 +406,10 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
             _trim_log(log_path, int(Path(last).name.rsplit("-", 1)[-1]))
     target = mlflow_target() if rank == 0 else None
     live = [_mlflow_callback(*target, int(os.environ.get("RESUME_GRPO_STEP_OFFSET") or 0))] if target else []
-    trainer = GRPOTrainer(model=str(model_dir), reward_funcs=[reward], args=args,
-                          train_dataset=to_hf_dataset(rows), processing_class=tokenizer,
-                          callbacks=[_reward_log_callback(log_path), *live, *(callbacks or [])])
+    trainer_cls = SharedPromptGRPOTrainer if cfg.grpo.share_prompt else GRPOTrainer
+    trainer = trainer_cls(model=str(model_dir), reward_funcs=[reward], args=args,
+                        train_dataset=to_hf_dataset(rows), processing_class=tokenizer,
+                        callbacks=[_reward_log_callback(log_path), *live, *(callbacks or [])])
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():
