@@ -257,8 +257,8 @@ class GRPOConfig:
         "Recompute activations in the backward pass (less memory, more time).")})
     share_prompt: bool = field(default=True, metadata={"help": (
         "Run each group's prompt once in the rollouts and the loss and let its completions share the key/value "
-        "cache (`resume.shared_prompt`): the same log-probabilities and gradients as TRL's path, 2-3x faster "
-        "steps on CPU (bench/README.md); false = TRL's own path.")})
+        "cache (`resume.shared_prompt`): the same log-probabilities and gradients as TRL's path, a 1.7x faster "
+        "step on CPU (bench/README.md); false = TRL's own path.")})
     launcher: Literal["local", "ray"] = field(default="local", metadata={"help": (
         "`local` (TRL/accelerate in this process) or `ray` (Ray Train TorchTrainer).")})
     ray_address: str | None = field(default=None, metadata={"help": (
