@@ -1,7 +1,7 @@
 """Pieces shared by the benchmarks: for the FAISS ones (bench_index.py, bench_eval.py) the NumPy baseline,
 the thread limit and the environment block of their JSON; for the serving ones (bench_serving.py,
 bench_serving_peer.py, bench_query_dtype.py) the top-10 agreement of two rankings and the closed-loop load
-generator (`RawClient`, `drive`, `summarize`)."""
+generator (`RawClient`, `drive`, `summarize`); for the probes and the GRPO step, `write_result`."""
 
 from __future__ import annotations
 
@@ -138,3 +138,12 @@ def summarize(parts: list[dict[str, Any]]) -> dict[str, Any]:
             "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
             "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
             "qps_per_round": [round(len(p["lat"]) / p["wall"], 1) if p["wall"] else 0.0 for p in parts]}
+
+
+def write_result(path: str | os.PathLike, doc: dict[str, Any]) -> None:
+    """Stamp `doc` with the UTC time it finished, write it atomically to `path` (JSON) and say so."""
+    from resume.io import atomic_write_json
+
+    doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    atomic_write_json(path, doc)
+    print(f"wrote {path}")

@@ -18,6 +18,12 @@ timing TRL's own methods (class-level wrappers, nothing changes in what they com
     optimizer  on_pre_optimizer_step .. on_optimizer_step (clip + AdamW step)
     other      the rest of the step (data, padding, logging)
 
+`--variant NAME=bench.sampling_seed=N` reseeds only the rollouts' sampling (the prompts stay those of
+`grpo.seed`): the spread between such a variant and the baseline is the reward curve's own noise, against
+which a change that alters the rollouts (bf16 sampling) is judged. `--variant NAME=bench.cat_cache=true` runs
+the shared-prompt rollouts with transformers' own key/value cache (a `torch.cat` per token) instead of the
+reserved room of `resume.shared_prompt.reserve_cache_room` (same tokens; the before/after of that change).
+
 The first step is reported but left out of the means (it pays one-off costs: thread pools, allocator).
 Writes bench/out/bench_grpo_step.json: the machine (CPU model, AMX, threads, load), per variant the per-step
 parts, their means over steps 2.., the round's reward curve, and the speed-up against the baseline.
@@ -37,6 +43,11 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# A variant override that is not a config key: reseed the rollouts' sampling only (same prompts, same
+# weights at step 0); two such runs give the reward curve's own noise at one seed.
+SAMPLING_SEED = "bench.sampling_seed"
+CAT_CACHE = "bench.cat_cache"
+BENCH_KEYS = (SAMPLING_SEED, CAT_CACHE)
 PARTS = ("generate", "reward", "logps", "loss", "backward", "optimizer")
 
 
@@ -103,13 +114,32 @@ def run_one(config: str, overrides: list[str], steps: int, out_json: Path) -> No
     from resume.grpo import REWARD_LOG, train_local
     from resume.io import atomic_write_json, iter_jsonl
 
+    sampling_seed = [o.split("=", 1)[1] for o in overrides if o.startswith(SAMPLING_SEED + "=")]
+    if f"{CAT_CACHE}=true" in overrides:
+        import resume.shared_prompt as shared_prompt
+
+        shared_prompt.reserve_cache_room = lambda cache: cache  # transformers' own DynamicLayer (torch.cat)
+    overrides = [o for o in overrides if not o.startswith(BENCH_KEYS)]
     cfg = load_config(config, [f"grpo.max_steps={steps}", "grpo.save_steps=100000", *overrides])
     timings: dict[str, list[float]] = defaultdict(list)
     clock = _instrument(timings)
+    callbacks = [clock]
+    if sampling_seed:
+        import torch
+        from transformers import TrainerCallback
+
+        class Reseed(TrainerCallback):
+            """Reseed torch's global RNG (the rollouts' sampling) once training begins; the prompt order comes
+            from TRL's RepeatSampler's own generator (grpo.seed), so the data stay the same."""
+
+            def on_train_begin(self, args, state, control, **kw):
+                torch.manual_seed(int(sampling_seed[-1]))
+
+        callbacks.append(Reseed())
     with tempfile.TemporaryDirectory(prefix="grpo-step-") as tmp:
         t = time.perf_counter()
         train_local(cfg, data_dir=cfg.data.path, summarizer=cfg.summarizer.model, retriever=cfg.retriever.model,
-                    out_dir=tmp, callbacks=[clock])
+                    out_dir=tmp, callbacks=callbacks)
         wall = time.perf_counter() - t
         log = list(iter_jsonl(Path(tmp) / REWARD_LOG))
     import torch
@@ -139,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         run_one(args.config, json.loads(args._one[0]), args.steps, Path(args._one[1]))
         return 0
 
+    from _common import write_result
+
     from resume.config import load_config
-    from resume.io import atomic_write_json
     from resume.loop import run_env
 
     variants: list[tuple[str, list[str]]] = []
@@ -149,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         variants.append((name, [s for s in rest.split(",") if s]))
     base_cfg = load_config(args.config)
     for _, ov in variants:  # every variant's overrides are checked before any work
-        load_config(args.config, ov)
+        load_config(args.config, [o for o in ov if not o.startswith(BENCH_KEYS)])
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="grpo-step-bench-") as tmp:
         for name, ov in variants:
@@ -165,10 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in results.values():
         r["speedup_vs_" + base] = round(results[base]["mean_from_step_2"]["total"] / r["mean_from_step_2"]["total"], 2)
     doc = {"what": "one GRPO step split into its parts (seconds, mean over steps 2..)", "config": args.config,
-           "grpo": base_cfg.to_dict()["grpo"], "env": run_env(base_cfg), "baseline": base, "variants": results,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    atomic_write_json(Path(args.out), doc)
-    print(f"wrote {args.out}")
+           "grpo": base_cfg.to_dict()["grpo"], "env": run_env(base_cfg), "baseline": base, "variants": results}
+    write_result(args.out, doc)
     return 0
 
 

@@ -75,10 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_probe.json"))
     args = ap.parse_args(argv)
 
+    from _common import write_result
+
     from resume.config import load_config
     from resume.data import load_beir
     from resume.grpo import grpo_train, judge_doc_ids
-    from resume.io import atomic_write_json, iter_jsonl
+    from resume.io import iter_jsonl
     from resume.loop import run_env
 
     settings: list[tuple[str, list[str]]] = [("base", [])]
@@ -123,10 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"config": args.config, "overrides": args.set, "n_judge_docs": len(ids), "env": run_env(base),
            "summarizer": base.to_dict()["summarizer"], "grpo": base.to_dict()["grpo"], "before": before,
            "lead": lead, "rounds": rounds,
-           "seconds": round(time.perf_counter() - t0, 1),
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    atomic_write_json(Path(args.out), doc)
-    print(f"wrote {args.out}")
+           "seconds": round(time.perf_counter() - t0, 1)}
+    write_result(args.out, doc)
     return 0
 
 

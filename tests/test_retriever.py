@@ -201,6 +201,46 @@ def test_load_texts_and_training_pairs(tmp_path):
         R.load_texts(ds, tmp_path / "missing.jsonl")
 
 
+def test_both_views_pair_each_judgement_with_its_summary_and_its_document(tmp_path):
+    """finetune.views: both (issue #11): every positive judgement gives a summary pair and a document pair."""
+    ds = _toy_ds()
+    summaries = tmp_path / "summaries.jsonl"
+    summaries.write_text("\n".join(json.dumps({"_id": d, "summary": f"sum {d}"}) for d in "abcd") + "\n")
+    texts = R.load_texts(ds, summaries, "both")
+    assert texts["a"] == "sum a" and texts["a" + R.DOC_VIEW] == "ta. text a" and len(texts) == 8
+    assert R.training_pairs(ds, "train", texts) == [
+        ("one", "sum a"), ("one", "ta. text a"), ("two", "sum c"), ("two", "tc. text c"),
+        ("two", "sum d"), ("two", "td. text d")]
+    assert R.load_texts(ds, None, "both") == R.load_texts(ds, None)  # full documents: one view only
+    with pytest.raises(ValueError, match="views"):
+        R.load_texts(ds, summaries, "docs")
+
+
+def test_finetune_on_both_views_trains_on_both(tmp_path):
+    """The both-view round sees twice the pairs, and both views of a query's positive are kept out of its
+    negatives (the summary of a relevant document is not a negative for its document pair)."""
+    from resume.data import load_beir, select_working_set
+
+    kw = {"data_dir": DATA, "split": "train", "init_model": "tiny-encoder"}
+    ds = select_working_set(load_beir(DATA), tiny_cfg().data)
+    summaries = tmp_path / "summaries.jsonl"
+    summaries.write_text("\n".join(json.dumps({"_id": d, "summary": f"summary of {d}"}) for d in ds.corpus) + "\n")
+    one = R.finetune_retriever(tiny_cfg("finetune.max_steps=2"), texts=str(summaries), out_dir=tmp_path / "one", **kw)
+    two = R.finetune_retriever(tiny_cfg("finetune.max_steps=2", "finetune.views=both"), texts=str(summaries),
+                               out_dir=tmp_path / "two", **kw)
+    n_one = json.loads((tmp_path / "one" / R.TRAIN_STATE).read_text())["pairs"]
+    n_two = json.loads((tmp_path / "two" / R.TRAIN_STATE).read_text())["pairs"]
+    assert n_one > 0 and n_two == 2 * n_one
+    with pytest.raises(AssertionError):
+        _assert_same_weights(one, two)
+    run = R.train._Run(tiny_cfg("finetune.views=both"), data_dir=DATA, split="train", init_path="unused",
+                       texts_path=str(summaries), out_dir=tmp_path / "run")
+    for qid, keys in run.positives.items():
+        docs = {k.split(R.DOC_VIEW)[0] for k in keys}
+        assert keys == docs | {d + R.DOC_VIEW for d in docs}  # both views of every positive
+        assert {run.tid[k] for k in keys} == run.pos_tids[qid]
+
+
 # ---------------------------------------------------------------------------------------- fine-tuning
 
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from resume.config import load_config
+from resume.models.kv_cache import reserve_cache_room
 from resume.shared_prompt import (
     prompt_groups,
     shared_prefix_generate,
@@ -132,6 +133,34 @@ def test_sampled_rollouts_match(model):
     assert calls[1] is None
 
 
+def test_reserved_cache_room_appends_in_place_and_matches_cat():
+    """The rollouts' cache layers append into reserved room: the values transformers' torch.cat would give,
+    the same storage from token to token, and re-reserved when a base-class method replaces the tensors."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    g = torch.Generator().manual_seed(0)
+    ref, cache = DynamicLayer(), DynamicCache()
+    prefill = torch.randn(3, 2, 5, 4, generator=g), torch.randn(3, 2, 5, 4, generator=g)
+    ref.update(*prefill)
+    cache.update(*prefill, layer_idx=0)
+    layer = reserve_cache_room(cache).layers[0]
+    assert type(layer) is not DynamicLayer and isinstance(layer, DynamicLayer)
+    storage = []
+    for step in range(6):
+        if step == 3:  # generate's batch selection / a crop replace the tensors: the room follows them
+            for lay in (ref, layer):
+                lay.batch_select_indices(torch.tensor([2, 0]))
+                lay.crop(-1)
+        kv = torch.randn(ref.keys.size(0), 2, 1, 4, generator=g), torch.randn(ref.keys.size(0), 2, 1, 4, generator=g)
+        want = ref.update(*kv)
+        got = layer.update(*kv)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert layer.get_seq_length() == ref.get_seq_length()
+        storage.append(layer.keys.data_ptr())
+    assert len(set(storage[:3])) == 1 and len(set(storage[3:])) == 1  # one reservation before, one after
+    assert storage[0] != storage[3]
+
+
 def test_unsupported_models_fall_back():
     torch_module = torch.nn.Linear(2, 2)
     assert "wrapped" in shared_prompt_supported(torch_module)
@@ -186,3 +215,52 @@ def test_grpo_round_same_with_and_without(tmp_path, cranfield_dir):
     assert any(not init[k].equal(w[True][k]) for k in init if k in w[True]), "training changed nothing"
     for k in w[False]:
         torch.testing.assert_close(w[True][k], w[False][k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_low_precision_rollouts_follow_the_policy(tmp_path, cranfield_dir, share):
+    """grpo.rollout_dtype=bfloat16: every rollout comes from a bf16 copy holding the policy's CURRENT weights
+    (refreshed after each optimiser step), while the policy itself stays fp32 and trains."""
+    import resume.shared_prompt as sp
+    from resume.grpo import REWARD_LOG, grpo_train
+
+    calls = []
+    original = sp.low_precision_rollouts
+
+    def spy(trainer, dtype):
+        rollout = original(trainer, dtype)
+        policy, generate = trainer.model, trainer.model.generate
+
+        heads = []  # which LM head scored the rollouts' tokens, in which dtype
+        for m in (rollout, policy):
+            m.get_output_embeddings().register_forward_hook(lambda mod, a, o: heads.append(o.dtype))
+
+        def recorded(*args, **kwargs):
+            heads.clear()
+            out = generate(*args, **kwargs)
+            assert heads and set(heads) == {dtype}, heads  # every decode step ran on the copy, none on the policy
+            theirs = dict(policy.named_parameters())
+            calls.append({
+                "step": trainer.state.global_step,
+                "dtypes": {p.dtype for p in rollout.parameters()} | {theirs[n].dtype for n, _ in rollout.named_parameters()},
+                "diff": max((p.float() - theirs[n].detach().to(dtype).float()).abs().max().item()
+                            for n, p in rollout.named_parameters()),
+                "policy_bf16": {n: theirs[n].detach().to(dtype).clone() for n, _ in rollout.named_parameters()},
+                "shared": "generate" in vars(policy) and share})
+            return out
+
+        policy.generate = recorded
+        return rollout
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml", [f"grpo.share_prompt={str(share).lower()}", "grpo.max_steps=3",
+                                                      "grpo.rollout_dtype=bfloat16"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sp, "low_precision_rollouts", spy)
+        grpo_train(cfg, data_dir=cranfield_dir, summarizer="tiny-causal-lm", retriever="tiny-encoder",
+                   out_dir=tmp_path / "out")
+    assert [c["step"] for c in calls] == [0, 1, 2]  # one rollout batch per optimiser step
+    assert all(c["dtypes"] == {torch.bfloat16, torch.float32} for c in calls)  # copy bf16, policy fp32
+    assert all(c["diff"] == 0.0 for c in calls), [c["diff"] for c in calls]  # the copy IS the current policy
+    first, last = calls[0]["policy_bf16"], calls[-1]["policy_bf16"]
+    assert any(not first[n].equal(last[n]) for n in first), "the policy did not move: the refresh is untested"
+    assert len((tmp_path / "out" / REWARD_LOG).read_text().splitlines()) == 3

@@ -259,6 +259,11 @@ class GRPOConfig:
         "Run each group's prompt once in the rollouts and the loss and let its completions share the key/value "
         "cache (`resume.shared_prompt`): the same log-probabilities and gradients as TRL's path, a 1.7x faster "
         "step on CPU (bench/README.md); false = TRL's own path.")})
+    rollout_dtype: Literal["policy", "bfloat16", "float16"] = field(default="policy", metadata={"help": (
+        "`policy`: the rollouts come from the trained weights themselves (TRL's way). `bfloat16`/`float16`: "
+        "from a copy in that dtype, refreshed after every optimiser step, while the loss and the optimiser "
+        "stay in the policy's dtype (`resume.shared_prompt.low_precision_rollouts`; TRL's split with vLLM "
+        "rollouts). Changes the sampled rollouts; worth it on a CPU with AVX512-BF16 or AMX.")})
     launcher: Literal["local", "ray"] = field(default="local", metadata={"help": (
         "`local` (TRL/accelerate in this process) or `ray` (Ray Train TorchTrainer).")})
     ray_address: str | None = field(default=None, metadata={"help": (
@@ -300,6 +305,10 @@ class FinetuneConfig:
     temperature: float = field(default=0.05, metadata={"help": "InfoNCE temperature (Contriever-style 0.05)."})
     hard_negatives: int = field(default=0, metadata={"help": (
         "Hard negatives per query, mined once with the round's initial retriever; 0 = none, as in the paper.")})
+    views: Literal["summary", "both"] = field(default="summary", metadata={"help": (
+        "What a summary-trained round pairs each query with: `summary` (the paper: the relevant document's "
+        "summary) or `both` (the summary and the full document, two pairs per judgement; for the fused "
+        "index, which searches both views). No effect where the retriever trains on full documents.")})
     nproc: int = field(default=1, metadata={"help": (
         "DDP processes under torchrun; 1 runs in this process.")})
     checkpoint_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})

@@ -24,6 +24,8 @@ for that), `loss_type`, `num_generations`; per_device_train_batch_size x gradien
 x world size = completions per optimiser step (the paper's batch 128). On CPU `use_cpu=True`, fp32.
 The trainer is `resume.shared_prompt.SharedPromptGRPOTrainer` (`grpo.share_prompt`, on by default): TRL's,
 with each group's prompt run once in the rollouts and the loss; the same log-probabilities and gradients.
+`grpo.rollout_dtype: bfloat16` samples the rollouts from a bf16 copy of the policy refreshed after every
+optimiser step (`resume.shared_prompt.low_precision_rollouts`); the loss and the optimiser stay fp32.
 
 Live metrics: with a run named in `MLFLOW_RUN_ID` and a tracking URI in `MLFLOW_TRACKING_URI` (set by
 `resume.tracking.live_grpo` under `resume run`, injected into each task by KFP >= 2.17's MLflow
@@ -368,7 +370,7 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
 
     from resume.data import load_beir, select_working_set
     from resume.models import load_tokenizer, pick_device, resolve_model
-    from resume.shared_prompt import SharedPromptGRPOTrainer
+    from resume.shared_prompt import SharedPromptGRPOTrainer, low_precision_rollouts
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -410,6 +412,8 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
     trainer = trainer_cls(model=str(model_dir), reward_funcs=[reward], args=args,
                         train_dataset=to_hf_dataset(rows), processing_class=tokenizer,
                         callbacks=[_reward_log_callback(log_path), *live, *(callbacks or [])])
+    if cfg.grpo.rollout_dtype != "policy":
+        low_precision_rollouts(trainer, getattr(torch, cfg.grpo.rollout_dtype))
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(str(out_dir))
     if trainer.is_world_process_zero():

@@ -23,6 +23,14 @@ first real token), so the learning does not change; `tests/test_shared_prompt.py
 log-probabilities, entropies and gradients with TRL's own path, and `bench/bench_grpo_step.py` the
 step time and the reward curve on the real model.
 
+Rollouts in lower precision (`low_precision_rollouts`, `grpo.rollout_dtype`): the rollouts come from a
+bf16 (or fp16) copy of the policy whose weights are refreshed from the fp32 policy after every optimiser
+step; the loss, the gradients and the optimiser stay fp32. This is the split TRL makes with vLLM rollouts
+(a bf16 sampler beside the trained weights): the sampled tokens come from a slightly different
+distribution than the one the loss scores, which GRPO with one iteration per generation does not correct
+(TRL's `vllm_importance_sampling_correction` needs the sampler's log-probabilities, which only its vLLM
+path has). It changes the rollouts, so it is measured, not assumed (bench/README.md "The GRPO step").
+
 Written here because neither TRL nor transformers shares a prompt across a group in the training forward.
 Anything this does not cover (vision inputs, MoE auxiliary losses, PEFT or DDP/FSDP-wrapped models,
 gradient checkpointing, scaled or soft-capped logits, vLLM or continuous-batching rollouts) falls back to
@@ -38,7 +46,9 @@ import torch
 from trl import GRPOTrainer
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
-__all__ = ["SharedPromptGRPOTrainer", "prompt_groups", "shared_prompt_supported"]
+from resume.models.kv_cache import reserve_cache_room
+
+__all__ = ["SharedPromptGRPOTrainer", "low_precision_rollouts", "prompt_groups", "shared_prompt_supported"]
 
 _MULTIMODAL = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
@@ -147,9 +157,51 @@ def shared_prefix_generate(model: Any, generate: Any) -> Any:
             out = model.base_model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions,
                                    use_cache=True)
         return generate(input_ids=input_ids, attention_mask=attention_mask,
-                        cache=_gather_cache(out.cache, inverse), **kwargs)
+                        cache=reserve_cache_room(_gather_cache(out.cache, inverse)), **kwargs)
 
     return wrapped
+
+
+def low_precision_rollouts(trainer: Any, dtype: torch.dtype) -> Any:
+    """Make `trainer` (a `GRPOTrainer` on one process, TRL's regular generation path) sample its rollouts
+    from a `dtype` copy of the policy, refreshed from the policy's weights whenever the optimiser has
+    stepped since the last rollout (and before the first, so a resumed run starts from its checkpoint's
+    weights). Floating buffers (e.g. rotary frequencies) stay in their dtype, as `from_pretrained` with
+    a bf16 `torch_dtype` keeps them. Returns the copy. See the module docstring for what this changes."""
+    import copy as _copy
+
+    from transformers import PreTrainedModel
+
+    policy = trainer.model
+    if not isinstance(policy, PreTrainedModel) or trainer.use_vllm or trainer.use_transformers_continuous_batching:
+        raise ValueError("grpo.rollout_dtype: needs an unwrapped transformers model and TRL's regular generation "
+                         f"path (got {type(policy).__name__}, vLLM {trainer.use_vllm})")
+    shared = "generate" in vars(policy)  # SharedPromptGRPOTrainer wrapped the policy's generate
+    if shared:
+        wrapped = vars(policy).pop("generate")
+    rollout = _copy.deepcopy(policy)
+    if shared:
+        policy.generate = wrapped
+    # TRL's fused LM head replaces the policy's `forward` with a closure over the policy's own bound forward,
+    # which a deep copy keeps: the copy's decode would run on the fp32 policy. Rollouts need the plain forward.
+    vars(rollout).pop("forward", None)
+    rollout.requires_grad_(False).eval()
+    for p in rollout.parameters():
+        p.data = p.data.to(dtype)
+    params = dict(policy.named_parameters())
+    generate = shared_prefix_generate(rollout, rollout.generate) if shared else rollout.generate
+    synced: dict[str, Any] = {"step": None}
+
+    def rollout_generate(*args: Any, **kwargs: Any) -> Any:
+        if synced["step"] != trainer.state.global_step:
+            with torch.no_grad():
+                for name, p in rollout.named_parameters():
+                    p.copy_(params[name])
+            synced["step"] = trainer.state.global_step
+        return generate(*args, **kwargs)
+
+    policy.generate = rollout_generate
+    return rollout
 
 
 class SharedPromptGRPOTrainer(GRPOTrainer):

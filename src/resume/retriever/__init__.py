@@ -27,8 +27,8 @@ from resume.retriever.encoder import ENCODE_CHUNK, ENCODER_META, Encoder, pool, 
 from resume.retriever.launch import finetune_retriever
 from resume.retriever.loss import _GatherWithGrad as _GatherWithGrad
 from resume.retriever.loss import info_nce
+from resume.retriever.pairs import DOC_VIEW, load_texts, mine_hard_negatives, training_pairs
 from resume.retriever.pairs import _pair_ids as _pair_ids
-from resume.retriever.pairs import load_texts, mine_hard_negatives, training_pairs
 from resume.retriever.train import (
     CHECKPOINTS,
     FIXED_BATCH,
@@ -43,6 +43,6 @@ from resume.retriever.worker import main
 
 __all__ = [
     "ENCODER_META", "ENCODE_CHUNK", "FIXED_BATCH", "MAX_GRAD_NORM", "CHECKPOINTS", "TRAIN_STATE", "TRAIN_LOG",
-    "Encoder", "pool", "save_encoder", "load_texts", "training_pairs", "mine_hard_negatives", "info_nce",
+    "Encoder", "pool", "save_encoder", "DOC_VIEW", "load_texts", "training_pairs", "mine_hard_negatives", "info_nce",
     "train_worker", "finetune_retriever", "main",
 ]

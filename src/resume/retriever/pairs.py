@@ -10,27 +10,41 @@ from resume.errors import DataError
 from resume.retriever.encoder import Encoder
 from resume.run_dir import corpus_summaries
 
+# Key of a document's full-text view beside its summary when the retriever trains on both views
+# (`finetune.views: both`). BEIR ids are single tokens of a JSONL field; a NUL cannot come from one.
+DOC_VIEW = "\x00doc"
 
-def load_texts(ds, texts_path: str | Path | None) -> dict[str, str]:
-    """doc id -> the text the retriever sees, for the documents of `ds` (a `BeirDataset`).
 
-    `texts_path` None: the full documents (`resume.data.doc_text`). Otherwise a summaries.jsonl, read by
-    `resume.run_dir.corpus_summaries` (the one policy of every reader: every document of `ds` needs a
-    string summary; ids outside `ds.corpus` are ignored; the last row of a repeated id wins).
+def load_texts(ds, texts_path: str | Path | None, views: str = "summary") -> dict[str, str]:
+    """text key -> the text the retriever sees, for the documents of `ds` (a `BeirDataset`).
+
+    `texts_path` None: the full documents (`resume.data.doc_text`), keyed by doc id. Otherwise a
+    summaries.jsonl, read by `resume.run_dir.corpus_summaries` (the one policy of every reader: every
+    document of `ds` needs a string summary; ids outside `ds.corpus` are ignored; the last row of a
+    repeated id wins), keyed by doc id; with `views="both"` each document's full text is added under
+    `doc id + DOC_VIEW`, so every (query, relevant document) judgement gives two training pairs.
     """
     from resume.data import doc_text
 
+    if views not in ("summary", "both"):
+        raise ValueError(f"views: expected 'summary' or 'both', got {views!r}")
+    full = {did: doc_text(doc) for did, doc in ds.corpus.items()}
     if texts_path is None:
-        return {did: doc_text(doc) for did, doc in ds.corpus.items()}
-    return corpus_summaries(ds.corpus, texts_path)
+        return full
+    texts = corpus_summaries(ds.corpus, texts_path)
+    if views == "both":
+        texts.update({did + DOC_VIEW: t for did, t in full.items()})
+    return texts
 
 
 def _pair_ids(ds, split: str, texts: dict[str, str]) -> list[tuple[str, str]]:
-    """(query id, positive doc id) pairs of `split` (score > 0), in a fixed order, with a text for the doc."""
+    """(query id, text key) pairs of `split` (score > 0), in a fixed order: for each judgement, the
+    document's key when it has a text, then its full-text view's key (`DOC_VIEW`) when it has one."""
     if split not in ds.qrels:
         raise DataError(ds.path or "dataset", None, f"no qrels for split {split!r} (have {sorted(ds.qrels)})")
-    return [(qid, did) for qid, docs in ds.qrels[split].items() if qid in ds.queries
-            for did, score in docs.items() if score > 0 and did in texts]
+    return [(qid, key) for qid, docs in ds.qrels[split].items() if qid in ds.queries
+            for did, score in docs.items() if score > 0
+            for key in (did, did + DOC_VIEW) if key in texts]
 
 
 def training_pairs(ds, split: str, texts: dict[str, str]) -> list[tuple[str, str]]:

@@ -134,7 +134,7 @@ class _Run:
         self.init_path, self.texts_path = init_path, texts_path
 
         ds = select_working_set(load_beir(data_dir), cfg.data)
-        self.texts = load_texts(ds, texts_path)
+        self.texts = load_texts(ds, texts_path, self.ft.views)
         self.queries = ds.queries
         self.pairs = _pair_ids(ds, split, self.texts)
         self.positives: dict[str, set[str]] = {}
