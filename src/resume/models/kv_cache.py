@@ -14,10 +14,13 @@ summaries gained nothing from it (23.76 s vs 23.63 s for 16 documents × 160 tok
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 __all__ = ["reserve_cache_room"]
 
+
+@functools.cache
 def _reserved_layer_class() -> type:
     """A `DynamicLayer` that appends each new token's keys/values into room reserved ahead, where
     transformers' own `torch.cat` copies the layer's whole cache at every generated token: a quarter of
@@ -61,14 +64,8 @@ def reserve_cache_room(cache: Any) -> Any:
     """Turn the full-attention `DynamicLayer`s of `cache` into `_reserved_layer_class()` layers (in place)."""
     from transformers.cache_utils import DynamicLayer
 
-    global _RESERVED
-    if _RESERVED is None:
-        _RESERVED = _reserved_layer_class()
+    reserved = _reserved_layer_class()
     for layer in getattr(cache, "layers", ()):
         if type(layer) is DynamicLayer:
-            layer.__class__ = _RESERVED
+            layer.__class__ = reserved
     return cache
-
-
-_RESERVED: type | None = None
-

@@ -28,12 +28,11 @@ def load_texts(ds, texts_path: str | Path | None, views: str = "summary") -> dic
 
     if views not in ("summary", "both"):
         raise ValueError(f"views: expected 'summary' or 'both', got {views!r}")
-    full = {did: doc_text(doc) for did, doc in ds.corpus.items()}
     if texts_path is None:
-        return full
+        return {did: doc_text(doc) for did, doc in ds.corpus.items()}
     texts = corpus_summaries(ds.corpus, texts_path)
     if views == "both":
-        texts.update({did + DOC_VIEW: t for did, t in full.items()})
+        texts.update({did + DOC_VIEW: doc_text(doc) for did, doc in ds.corpus.items()})
     return texts
 
 
