@@ -381,6 +381,10 @@ def train_local(cfg: ResumeConfig, *, data_dir: str | Path, summarizer: str, ret
         from resume.summarizer import set_cpu_threads
 
         set_cpu_threads()
+        if cfg.grpo.cpu_malloc == "retain":
+            from resume.models.cpu_malloc import retain_freed_memory
+
+            retain_freed_memory()
     torch.manual_seed(cfg.grpo.seed)
 
     ds = select_working_set(load_beir(data_dir), cfg.data)
