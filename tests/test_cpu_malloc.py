@@ -29,7 +29,9 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 def _probe(mode: str, **env: str) -> tuple[bool, str]:
     import os
 
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+    # the probe starts from glibc's defaults: no allocator settings or preloaded allocator from outside
+    run_env = {k: v for k, v in os.environ.items()
+               if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")} | env
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
                          env=run_env).stdout.splitlines()
     return out[-2] == "True", out[-1]
