@@ -237,6 +237,42 @@ def test_micro_batcher_one_bad_item_fails_alone():
     assert calls == [[1, 2, -1, 3], [1], [2], [-1], [3]]  # one batch, then each item alone
 
 
+def test_micro_batcher_waits_only_as_the_load_asks():
+    """A lone request goes at once (no `max_wait_ms`); after a batch of 4, a batch waits for 4 and leaves
+    as soon as they are in (well before `max_wait_ms`), or with fewer at `max_wait_ms`."""
+    from resume.serving.batching import MicroBatcher
+
+    calls: list[list[int]] = []
+    fn = _times_ten(calls, ValueError("unused"))
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=8, max_wait_ms=400)
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        assert await b.submit(1) == 10
+        lone = loop.time() - t
+        assert await asyncio.gather(*(b.submit(i) for i in range(4))) == [0, 10, 20, 30]  # queued together
+
+        async def late(i: int, delay: float) -> int:
+            await asyncio.sleep(delay)
+            return await b.submit(i)
+
+        t = loop.time()
+        wave = await asyncio.gather(late(5, 0.0), late(6, 0.0), late(7, 0.05), late(8, 0.1))
+        waited = loop.time() - t
+        t = loop.time()
+        await b.submit(9)  # the load of late is 4: this one waits for company until max_wait_ms
+        alone = loop.time() - t
+        b.close()
+        return lone, wave, waited, alone
+
+    lone, wave, waited, alone = asyncio.run(main())
+    assert lone < 0.2, lone                            # no wait for a lone request
+    assert wave == [50, 60, 70, 80] and calls[2] == [5, 6, 7, 8], calls  # one batch for the whole wave
+    assert 0.09 < waited < 0.35, waited                # left when the 4th came, not at max_wait_ms
+    assert 0.35 < alone and calls[3] == [9], (alone, calls)  # waited max_wait_ms, then went alone
+
+
 def test_serving_dtype_override(bundle_dir, library, queries):
     """`--dtype` reaches the encoder (queries only: the index is the bundle's), and a bad value fails before
     anything loads, naming the accepted values."""
@@ -247,7 +283,7 @@ def test_serving_dtype_override(bundle_dir, library, queries):
 
     with pytest.raises(ConfigError, match="'auto', 'float32', 'bfloat16', 'float16'"):
         build_models("retriever", model=str(bundle_dir / "nope"), dtype="int8")
-    (m,) = build_models("retriever", model=str(bundle_dir), device="cpu", allow_add=False, dtype="bfloat16")
+    m, _ = build_models("retriever", model=str(bundle_dir), device="cpu", allow_add=False, dtype="bfloat16")
     try:
         assert next(m.bundle.encoder.model.parameters()).dtype == torch.bfloat16
         assert next(library.encoder.model.parameters()).dtype == torch.float32  # the bundle's own default
@@ -342,6 +378,57 @@ def test_server_concurrent_requests_are_batched(server, library, queries):
     counts = {line.split('le="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
               if line.startswith("resume_batch_size_bucket") and "resume-retriever-batcher" in line}
     assert counts["+Inf"] > counts["1.0"], counts  # at least one batch with more than one query
+
+
+def test_server_embed_model(server, library, queries):
+    """`<name>-embed` returns the vectors the search uses (the library's own query embeddings), in v1 and
+    v2, and rejects what is not a query with 400 naming the instance."""
+    url = f"{server.url}/v1/models/{NAME}-embed:predict"
+    expected = library.encoder.encode_queries(queries)
+    r = httpx.post(url, json={"instances": [{"query": q} for q in queries[:3]] + queries[3:]}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = np.array(r.json()["predictions"], np.float32)
+    assert got.shape == (len(queries), library.index.dim)
+    assert np.allclose(got, expected, atol=1e-5)
+    assert len(r.content) < 16 * got.size  # float32's shortest form, not float64's 17 digits
+    # v2: BYTES query -> FP32 embedding [n, dim]
+    r = httpx.post(f"{server.url}/v2/models/{NAME}-embed/infer", timeout=30, json={"inputs": [
+        {"name": "query", "datatype": "BYTES", "shape": [2], "data": queries[:2]}]})
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    assert out["name"] == "embedding" and out["datatype"] == "FP32" and out["shape"] == [2, library.index.dim]
+    assert np.allclose(np.array(out["data"], np.float32).reshape(2, -1), expected[:2], atol=1e-5)
+    for body, msg in [({"instances": [{"query": "lift", "k": 3}]}, "instances[0]: unknown field 'k'"),
+                      ({"instances": [5]}, "instances[0]: expected a query string"),
+                      ({"instances": [{"query": "  "}]}, "instances[0].query: empty query"),
+                      ({"instances": [{"text": "lift"}]}, "unknown field 'text'")]:
+        r = httpx.post(url, json=body, timeout=30)
+        assert r.status_code == 400 and msg in r.json()["error"], (body, r.text)
+    assert httpx.get(f"{server.url}/v1/models/{NAME}-embed").json()["ready"] is True
+
+
+def test_searches_and_embeddings_share_a_micro_batch(bundle_dir, library, queries):
+    """Concurrent searches and embedding requests go through one batcher: a batch that mixes both answers
+    each as if it were alone (hits for k > 0, the query vector for the embed model)."""
+    from resume.serving.retriever import RetrieverModel
+
+    m = RetrieverModel(NAME, str(bundle_dir), device="cpu", max_batch_size=64, max_wait_ms=50)
+    m.load()
+    emb_model = m.embed_model()
+
+    async def mixed():
+        return await asyncio.gather(m.search([(q, 3) for q in queries]),
+                                    emb_model.predict({"instances": list(queries)}))
+
+    try:
+        hits, emb = asyncio.run(mixed())
+        n_batches, n_items = m.batcher.n_batches, m.batcher.n_items
+    finally:
+        m.stop()
+    assert n_items == 2 * len(queries) and n_batches == 1  # one forward pass served both kinds
+    assert [[d for d, _, _ in row] for row in hits] == [[d for d, _ in row] for row in _lib_search(library, queries, 3)]
+    assert np.allclose(emb["predictions"], library.encoder.encode_queries(queries), atol=1e-5)
+    assert emb_model.ready
 
 
 LONG = "x" * (MAX_BODY + 10)
@@ -934,7 +1021,7 @@ def test_run_dir_serves_its_fused_index(tmp_path, bundle_dir):
     from resume.serving.server import build_models
 
     run = _fused_run(tmp_path / "run", bundle_dir)
-    (m,) = build_models("retriever", model=str(run), device="cpu", allow_add=False, index_mode="fused")
+    m, _ = build_models("retriever", model=str(run), device="cpu", allow_add=False, index_mode="fused")
     try:
         meta = m.bundle.meta
         assert (m.bundle.mode, meta["fusion"], meta["fusion_weight"]) == ("fused", "score", 0.3)

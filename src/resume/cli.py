@@ -389,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the run's config.yaml next to the model, else the defaults)")
     p.add_argument("--device", help="cpu, cuda (default: the model loader's choice)")
     p.add_argument("--max-batch-size", type=int, default=32, help="retriever micro-batch size; 1 disables batching")
-    p.add_argument("--max-wait-ms", type=float, default=2.0, help="how long a micro-batch waits to fill")
+    p.add_argument("--max-wait-ms", type=float, default=8.0, help=(
+        "the longest a micro-batch waits to fill; it waits only while it is smaller than the recent batches, "
+        "so a lone request under light load goes at once"))
     p.add_argument("--max-k", type=int, default=1000, help="largest k accepted (also capped by the index size)")
     p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="larger request bodies get 413")
     p.add_argument("--max-chars", type=int, default=20_000, help="longest document accepted (characters)")

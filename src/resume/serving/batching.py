@@ -3,11 +3,16 @@
     batcher = MicroBatcher(fn, max_batch_size=32, max_wait_ms=2.0)   # fn(list[item]) -> list[result]
     result = await batcher.submit(item)                               # from any coroutine
 
-One worker task takes the first queued item, then keeps collecting until `max_batch_size` items or
-`max_wait_ms` have passed, and runs `fn` on the batch in a single-thread executor (so the event loop
-keeps accepting requests while the batch runs, and every call to `fn` is serialised: the index is
-never searched and modified at the same time). Requests that arrive while a batch runs form the next
-batch without waiting. `max_batch_size=1` disables batching (one request at a time).
+One worker task takes the first queued item and everything already queued, then waits for more only
+while the batch is smaller than the load asks for, and at most `max_wait_ms`: the batch goes out as
+soon as it holds `max_batch_size` items or as many as the largest of the last `RECENT` batches. So a
+lone request under light load goes at once (no wait), and under steady concurrent load (a wave of
+clients whose answers went out together and whose next requests come back over a few ms) the batch
+waits for the whole wave instead of leaving with part of it and making the rest wait a whole batch
+(measured: bench/README.md, "Serving against a peer"). `fn` runs on the batch in a single-thread
+executor (so the event loop keeps accepting requests while the batch runs, and every call to `fn` is
+serialised: the index is never searched and modified at the same time). `max_batch_size=1` disables
+batching (one request at a time).
 
 A batch whose `fn` call raises is run again item by item, so an item that fails by itself fails
 alone and the other requests of its batch get their results (the price, paid only on failure, is one
@@ -17,6 +22,7 @@ call per item).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +32,7 @@ from prometheus_client import Histogram
 # Exposed on the server's /metrics (kserve serves prometheus_client's default registry).
 BATCH_SIZE = Histogram("resume_batch_size", "Items per micro-batch", ["batcher"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+RECENT = 8  # batches whose largest size sets how many items a batch waits for
 
 
 class MicroBatcher:
@@ -44,6 +51,7 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self.n_batches = 0
         self.n_items = 0
+        self._recent: collections.deque[int] = collections.deque([1], maxlen=RECENT)
 
     @property
     def mean_batch_size(self) -> float:
@@ -69,12 +77,15 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         batch = [await queue.get()]
         deadline = loop.time() + self.max_wait
+        want = min(self.max_batch_size, max(self._recent))  # the load of late: wait for no more than that
         while len(batch) < self.max_batch_size:
             try:
                 batch.append(queue.get_nowait())
                 continue
             except asyncio.QueueEmpty:
                 pass
+            if len(batch) >= want:
+                break
             timeout = deadline - loop.time()
             if timeout <= 0:
                 break
@@ -105,6 +116,7 @@ class MicroBatcher:
                 _settle(fut, result=res)
 
     def _count(self, n: int) -> None:
+        self._recent.append(n)
         self.n_batches += 1
         self.n_items += n
         BATCH_SIZE.labels(self.name).observe(n)

@@ -20,6 +20,11 @@ Protocols (both on the same model name):
 Concurrent queries (of one request or of many) go through a `MicroBatcher`: one encoder forward pass
 and one FAISS search per batch.
 
+Embeddings only: a second model, `<name>-embed` (always on; read-only), returns the query embeddings the
+search uses, through the same micro-batches (a batch may mix searches and embeddings: one forward pass):
+- v1: `{"instances": ["a query", {"query": "..."}]}` -> `{"predictions": [[0.01, ...], ...]}` (one vector
+  of the index's dimension per instance); v2: BYTES input `query` -> FP32 output `embedding` [n, dim].
+
 Adding documents without a restart (opt-in: `resume serve --allow-add`; `build_models` registers the add
 model only then): a second model, `<name>-add`, shares the index:
 - v1: `{"instances": [{"_id": "new-1", "text": "..."}]}` -> `{"predictions": [{"_id", "summary", "summarized",
@@ -68,6 +73,7 @@ InferOutput = kserve.InferOutput
 InferResponse = kserve.InferResponse
 
 QUERY_FIELDS = ("query", "k")
+EMBED_FIELDS = ("query",)
 ADD_FIELDS = ("_id", "text")
 DOC_ID_RE = re.compile(r"[\w.:@+#=-]+")  # an added document's id: no spaces, slashes or control characters
 
@@ -89,7 +95,7 @@ class RetrieverModel(kserve.Model):
     """
 
     def __init__(self, name: str, source: str, *, device: str | None = None, max_batch_size: int = 32,
-                 max_wait_ms: float = 2.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
+                 max_wait_ms: float = 8.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
                  max_doc_chars: int = 100_000, max_instances: int = 256, summarizer: Any = None,
                  allow_add: bool = False, encode_batch_size: int | None = None, dtype: str | None = None,
                  index_mode: str | None = None, fusion_weight: float | None = None, max_added_docs: int = 1000):
@@ -170,18 +176,26 @@ class RetrieverModel(kserve.Model):
 
     # ------------------------------------------------------------------------------ search (batched)
 
-    def _search_batch(self, items: list[tuple[str, int]]) -> list[list[tuple[str, float, str]]]:
-        """Runs on the batcher thread: encode all queries once, search once at the largest k."""
+    def _search_batch(self, items: list[tuple[str, int]]) -> list[Any]:
+        """Runs on the batcher thread: encode all queries once, search once at the largest k. An item with
+        k = 0 asks for its query's embedding (a float32 vector, the `<name>-embed` model) instead of hits."""
         b = self.bundle
         emb = b.encoder.encode_queries([q for q, _ in items], batch_size=self.encode_batch_size)  # (n, dim)
-        scores, idx = b.index.search_arrays(emb, max(k for _, k in items))  # (n, kmax)
-        out = []
-        for (_, k), srow, irow in zip(items, scores, idx):
-            out.append([(b.index.ids[j], float(s), b.texts[j]) for s, j in zip(srow[:k], irow[:k]) if j >= 0])
+        rows = [r for r, (_, k) in enumerate(items) if k > 0]
+        out: list[Any] = [emb[r] for r in range(len(items))]
+        if rows:
+            scores, idx = b.index.search_arrays(emb[rows], max(items[r][1] for r in rows))  # (len(rows), kmax)
+            for r, srow, irow in zip(rows, scores, idx):
+                k = items[r][1]
+                out[r] = [(b.index.ids[j], float(s), b.texts[j]) for s, j in zip(srow[:k], irow[:k]) if j >= 0]
         return out
 
     async def search(self, queries: list[tuple[str, int]]) -> list[list[tuple[str, float, str]]]:
         return list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
+
+    async def embed(self, queries: list[str]) -> np.ndarray:
+        """The queries' embeddings (n, dim), float32, through the same micro-batches as searches."""
+        return np.stack(await asyncio.gather(*(self.batcher.submit((q, 0)) for q in queries)))
 
     # ----------------------------------------------------------------------------------- protocols
 
@@ -310,10 +324,13 @@ class RetrieverModel(kserve.Model):
     def add_model(self) -> RetrieverAddModel:
         return RetrieverAddModel(f"{self.name}-add", self)
 
+    def embed_model(self) -> RetrieverEmbedModel:
+        return RetrieverEmbedModel(f"{self.name}-embed", self)
 
-class RetrieverAddModel(kserve.Model):
-    """`<name>-add`: documents in (v1 instances {"_id", "text"} or v2 BYTES `_id` + `text`), appended to
-    the retriever's index; ready exactly when the retriever is."""
+
+class _RetrieverCompanion(kserve.Model):
+    """A second model name over the same `RetrieverModel` (its bundle and micro-batcher); ready exactly
+    when the retriever is."""
 
     def __init__(self, name: str, retriever: RetrieverModel):
         super().__init__(name)
@@ -326,6 +343,47 @@ class RetrieverAddModel(kserve.Model):
 
     async def healthy(self) -> bool:
         return self.retriever.ready
+
+
+class RetrieverEmbedModel(_RetrieverCompanion):
+    """`<name>-embed`: queries in (v1 instances: strings or {"query": ...}; v2 BYTES `query`), their
+    embeddings out (v1 `predictions`: one list of floats per instance; v2 FP32 `embedding` [n, dim]): the
+    vectors the retriever searches with, for clients that search or cache on their side."""
+
+    def _parse_v1(self, payload: Any) -> list[str]:
+        r = self.retriever
+        out = []
+        for i, inst in enumerate(v1_instances(payload, max_instances=r.max_instances)):
+            where = f"instances[{i}]"
+            if isinstance(inst, dict):
+                check_fields(inst, where, EMBED_FIELDS)
+                if "query" not in inst:
+                    raise InvalidInput(f"{where}: missing field 'query'")
+                inst, where = inst["query"], f"{where}.query"
+            elif not isinstance(inst, str):
+                raise InvalidInput(f'{where}: expected a query string or an object {{"query": ...}}, '
+                                   f"got {type_name(inst)} {short(inst)}")
+            out.append(check_text(inst, where, max_chars=r.max_query_chars, what="query"))
+        return out
+
+    async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> dict | InferResponse:
+        r = self.retriever
+        if isinstance(payload, InferRequest):
+            v2_check_inputs(payload, EMBED_FIELDS)
+            qs = [check_text(q, f"query[{i}]", max_chars=r.max_query_chars, what="query")
+                  for i, q in enumerate(v2_strings(payload, "query", max_items=r.max_instances))]
+            emb = await r.embed(qs)
+            return InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[
+                InferOutput("embedding", list(emb.shape), "FP32", emb.reshape(-1).tolist())])
+        # the float32 array itself: kserve answers v1 with orjson (OPT_SERIALIZE_NUMPY), which writes each value's
+        # shortest float32 form; `.tolist()` would widen to float64 and write ~17 digits (75 % more bytes)
+        return {"predictions": await r.embed(self._parse_v1(payload))}
+
+
+class RetrieverAddModel(_RetrieverCompanion):
+    """`<name>-add`: documents in (v1 instances {"_id", "text"} or v2 BYTES `_id` + `text`), appended to
+    the retriever's index; ready exactly when the retriever is."""
 
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:

@@ -251,7 +251,7 @@ def _liveness(server, names: list[str]) -> None:
     server.dataplane.live = live
 
 
-def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms: float = 2.0, max_k: int = 1000,
+def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms: float = 8.0, max_k: int = 1000,
                  max_chars: int = 20_000, dtype: str | None = None, index_mode: str | None = None,
                  fusion_weight: float | None = None, allow_add: bool = False, max_added_docs: int = 1000) -> None:
     """The argument checks of `build_models`, before anything loads (ConfigError naming the argument)."""
@@ -277,11 +277,11 @@ def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms
 
 
 def build_models(kind: str, *, model: str, name: str | None = None, summarizer: str | None = None,
-                 config: Any = None, device: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 2.0,
+                 config: Any = None, device: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 8.0,
                  max_k: int = 1000, max_chars: int = 20_000, allow_add: bool = False, max_added_docs: int = 1000,
                  dtype: str | None = None, index_mode: str | None = None, fusion_weight: float | None = None) -> list:
-    """The kserve models for `kind`, loaded (ready). Retriever: [retriever], plus <name>-add when
-    `allow_add` (at most `max_added_docs` documents added). Summarizer: [summarizer].
+    """The kserve models for `kind`, loaded (ready). Retriever: [retriever, <name>-embed], plus <name>-add
+    when `allow_add` (at most `max_added_docs` documents added). Summarizer: [summarizer].
     index_mode / fusion_weight (retriever): the index of a run directory's bundle (see `RetrieverModel`)."""
     check_models(kind, model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
                  max_chars=max_chars, dtype=dtype, index_mode=index_mode, fusion_weight=fusion_weight,
@@ -299,10 +299,10 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
         log.info("%s ready: %d documents, dim %d, micro-batch <= %d / %.1f ms%s", name, m.n_docs,
                  m.bundle.index.dim, max_batch_size, max_wait_ms, f"; adds summarised by {summarizer}" if gen else "")
         if not allow_add:
-            return [m]
+            return [m, m.embed_model()]
         log.warning("%s-add is on (--allow-add): any client that reaches this port can add up to %d documents; "
                     "they live in this replica's memory only", name, max_added_docs)
-        return [m, m.add_model()]
+        return [m, m.embed_model(), m.add_model()]
     from resume.serving.summarizer import SummarizerModel
 
     m = SummarizerModel(name, model, cfg=config, device=device, max_chars=max_chars, dtype=dtype)
@@ -313,7 +313,7 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
 
 def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None = 8081, name: str | None = None,
           summarizer: str | None = None, config: Any = None, device: str | None = None, max_batch_size: int = 32,
-          max_wait_ms: float = 2.0, max_k: int = 1000, max_body_bytes: int = 1_000_000, max_chars: int = 20_000,
+          max_wait_ms: float = 8.0, max_k: int = 1000, max_body_bytes: int = 1_000_000, max_chars: int = 20_000,
           allow_add: bool = False, max_added_docs: int = 1000, model_repository: bool = False,
           host: str | None = None, access_log: bool = True, threads: int | None = None, dtype: str | None = None,
           index_mode: str | None = None, fusion_weight: float | None = None) -> None:
