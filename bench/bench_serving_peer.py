@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         for b in range(args.repeats):
             parts: dict[str, list] = {name: [] for name in workloads}
             before = batch_stats(servers["ours"].url)
+            rotated = order[b % len(order):] + order[:b % len(order)]  # each block starts elsewhere
             for r in range(args.rounds):
-                rotated = order[b % len(order):] + order[:b % len(order)]  # each block starts elsewhere
                 for name in (rotated if r % 2 == 0 else rotated[::-1]):
                     parts[name].append(load(name, args.duration / args.rounds, args.max_requests // args.rounds))
             after = batch_stats(servers["ours"].url)
@@ -237,13 +237,16 @@ def main(argv: list[str] | None = None) -> int:
     peer = stats[peer_name]
     ceil = max(c["qps"] for c in ceiling)
 
+    def p99_at_most(a: dict, b: dict) -> bool:  # False when either side answered nothing (no p99)
+        return a["p99_ms"] is not None and b["p99_ms"] is not None and a["p99_ms"] <= b["p99_ms"]
+
     def versus(ours_name: str) -> dict[str, Any]:
         o = stats[ours_name]
-        wins = [bl[ours_name]["qps"] >= bl[peer_name]["qps"] and bl[ours_name]["p99_ms"] <= bl[peer_name]["p99_ms"]
+        wins = [bl[ours_name]["qps"] >= bl[peer_name]["qps"] and p99_at_most(bl[ours_name], bl[peer_name])
                 for bl in blocks]
         return {"ratio_qps": round(o["qps"] / peer["qps"], 3) if peer["qps"] else None,
                 "p99_ms": [o["p99_ms"], peer["p99_ms"]],
-                "ge_peer_qps": o["qps"] >= peer["qps"], "p99_at_most_peer": o["p99_ms"] <= peer["p99_ms"],
+                "ge_peer_qps": o["qps"] >= peer["qps"], "p99_at_most_peer": p99_at_most(o, peer),
                 "blocks_won_both": f"{sum(wins)}/{len(wins)}",
                 "share_of_ceiling": round(o["qps"] / ceil, 3) if ceil else None,
                 "ge_90pct_of_ceiling": bool(ceil) and o["qps"] >= 0.9 * ceil}

@@ -182,7 +182,7 @@ class RetrieverModel(kserve.Model):
         b = self.bundle
         emb = b.encoder.encode_queries([q for q, _ in items], batch_size=self.encode_batch_size)  # (n, dim)
         rows = [r for r, (_, k) in enumerate(items) if k > 0]
-        out: list[Any] = [emb[r] for r in range(len(items))]
+        out: list[Any] = list(emb)
         if rows:
             scores, idx = b.index.search_arrays(emb[rows], max(items[r][1] for r in rows))  # (len(rows), kmax)
             for r, srow, irow in zip(rows, scores, idx):
@@ -199,25 +199,31 @@ class RetrieverModel(kserve.Model):
 
     # ----------------------------------------------------------------------------------- protocols
 
-    def _parse_v1(self, payload: Any) -> list[tuple[str, int]]:
+    def _v1_queries(self, payload: Any, fields: tuple[str, ...]) -> list[tuple[str, dict, str]]:
+        """v1 instances (query strings or objects with `fields`, `query` required), checked: (query, the
+        instance as an object, where it is in the request) each."""
         out = []
         for i, inst in enumerate(v1_instances(payload, max_instances=self.max_instances)):
             where = f"instances[{i}]"
             if isinstance(inst, str):
                 inst = {"query": inst}
             if not isinstance(inst, dict):
-                raise InvalidInput(f'{where}: expected an object {{"query": ..., "k": ...}} or a query string, '
+                shape = ", ".join(f'"{f}": ...' for f in fields)
+                raise InvalidInput(f"{where}: expected a query string or an object {{{shape}}}, "
                                    f"got {type_name(inst)} {short(inst)}")
             if "add" in inst:
                 raise InvalidInput(f"{where}: documents are added through the model {self.name}-add "
                                    f'({{"instances": [{{"_id": ..., "text": ...}}]}})')
-            check_fields(inst, where, QUERY_FIELDS)
+            check_fields(inst, where, fields)
             if "query" not in inst:
                 raise InvalidInput(f"{where}: missing field 'query'")
-            q = check_text(inst["query"], f"{where}.query", max_chars=self.max_query_chars, what="query")
-            k = self._k(inst.get("k", self.default_k), f"{where}.k")
-            out.append((q, k))
+            out.append((check_text(inst["query"], f"{where}.query", max_chars=self.max_query_chars, what="query"),
+                        inst, where))
         return out
+
+    def _parse_v1(self, payload: Any) -> list[tuple[str, int]]:
+        return [(q, self._k(inst.get("k", self.default_k), f"{where}.k"))
+                for q, inst, where in self._v1_queries(payload, QUERY_FIELDS)]
 
     def _parse_v2(self, req: InferRequest) -> tuple[list[tuple[str, int]], int]:
         v2_check_inputs(req, QUERY_FIELDS)
@@ -350,22 +356,6 @@ class RetrieverEmbedModel(_RetrieverCompanion):
     embeddings out (v1 `predictions`: one list of floats per instance; v2 FP32 `embedding` [n, dim]): the
     vectors the retriever searches with, for clients that search or cache on their side."""
 
-    def _parse_v1(self, payload: Any) -> list[str]:
-        r = self.retriever
-        out = []
-        for i, inst in enumerate(v1_instances(payload, max_instances=r.max_instances)):
-            where = f"instances[{i}]"
-            if isinstance(inst, dict):
-                check_fields(inst, where, EMBED_FIELDS)
-                if "query" not in inst:
-                    raise InvalidInput(f"{where}: missing field 'query'")
-                inst, where = inst["query"], f"{where}.query"
-            elif not isinstance(inst, str):
-                raise InvalidInput(f'{where}: expected a query string or an object {{"query": ...}}, '
-                                   f"got {type_name(inst)} {short(inst)}")
-            out.append(check_text(inst, where, max_chars=r.max_query_chars, what="query"))
-        return out
-
     async def predict(self, payload: dict | InferRequest, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> dict | InferResponse:
         r = self.retriever
@@ -378,7 +368,7 @@ class RetrieverEmbedModel(_RetrieverCompanion):
                 InferOutput("embedding", list(emb.shape), "FP32", emb.reshape(-1).tolist())])
         # the float32 array itself: kserve answers v1 with orjson (OPT_SERIALIZE_NUMPY), which writes each value's
         # shortest float32 form; `.tolist()` would widen to float64 and write ~17 digits (75 % more bytes)
-        return {"predictions": await r.embed(self._parse_v1(payload))}
+        return {"predictions": await r.embed([q for q, _, _ in r._v1_queries(payload, EMBED_FIELDS)])}
 
 
 class RetrieverAddModel(_RetrieverCompanion):
