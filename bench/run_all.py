@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         results["benchmarks"][name] = entry
     results["machine"] = machine()
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")  # key order kept: small diffs
     tmp.replace(out)
     print(f"wrote {out}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
