@@ -22,9 +22,7 @@ timing TRL's own methods (class-level wrappers, nothing changes in what they com
 `grpo.seed`): the spread between such a variant and the baseline is the reward curve's own noise, against
 which a change that alters the rollouts (bf16 sampling) is judged. `--variant NAME=bench.cat_cache=true` runs
 the shared-prompt rollouts with transformers' own key/value cache (a `torch.cat` per token) instead of the
-reserved room of `resume.shared_prompt.reserve_cache_room` (same tokens; the before/after of that change);
-`--variant NAME=bench.plain_decode=true` runs their decode with SDPA and `F.linear` instead of the shared-prefix
-attention and the transposed LM head (the before/after of that change).
+reserved room of `resume.shared_prompt.reserve_cache_room` (same tokens; the before/after of that change).
 
 The first step is reported but left out of the means (it pays one-off costs: thread pools, allocator).
 Writes bench/out/bench_grpo_step.json: the machine (CPU model, AMX, threads, load), per variant the per-step
@@ -49,8 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # weights at step 0); two such runs give the reward curve's own noise at one seed.
 SAMPLING_SEED = "bench.sampling_seed"
 CAT_CACHE = "bench.cat_cache"
-PLAIN_DECODE = "bench.plain_decode"
-BENCH_KEYS = (SAMPLING_SEED, CAT_CACHE, PLAIN_DECODE)
+BENCH_KEYS = (SAMPLING_SEED, CAT_CACHE)
 PARTS = ("generate", "reward", "logps", "loss", "backward", "optimizer")
 
 
@@ -122,14 +119,6 @@ def run_one(config: str, overrides: list[str], steps: int, out_json: Path) -> No
         import resume.shared_prompt as shared_prompt
 
         shared_prompt.reserve_cache_room = lambda cache: cache  # transformers' own DynamicLayer (torch.cat)
-    if f"{PLAIN_DECODE}=true" in overrides:
-        import functools
-
-        import resume.shared_prompt as shared_prompt
-
-        # SDPA and F.linear in the rollouts' decode, as before 2026-12-07 (no cascade, no transposed LM head)
-        shared_prompt._shared_prefix_decode = functools.partial(shared_prompt._shared_prefix_decode, cascade=False,
-                                                                transpose_head=False)
     overrides = [o for o in overrides if not o.startswith(BENCH_KEYS)]
     cfg = load_config(config, [f"grpo.max_steps={steps}", "grpo.save_steps=100000", *overrides])
     timings: dict[str, list[float]] = defaultdict(list)

@@ -20,8 +20,6 @@ import torch
 from resume.config import load_config
 from resume.models.kv_cache import reserve_cache_room
 from resume.shared_prompt import (
-    SHARED_PREFIX_ATTENTION,
-    _shared_prefix_decode,
     prompt_groups,
     shared_prefix_generate,
     shared_prompt_logps,
@@ -133,50 +131,6 @@ def test_sampled_rollouts_match(model):
     shared_prefix_generate(model, plain_generate)(input_ids=prompt[::4], attention_mask=prompt_mask[::4],
                                                   generation_config=gc)
     assert calls[1] is None
-
-
-def test_shared_prefix_decode_matches_sdpa():
-    """The decode kernels of `shared_prefix_generate` (cascade attention, transposed LM head) give SDPA's
-    logits to float rounding: a tiny Llama with grouped-query heads, two prompts of three rows (one
-    left-padded), four decode steps with different tokens per row; the model is as before afterwards."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64, attn_implementation="sdpa")
-    model = LlamaForCausalLM(cfg).eval()
-    ids = torch.randint(3, 97, (2, 11)).repeat_interleave(3, 0)
-    mask = torch.ones_like(ids)
-    mask[3:, :4] = 0  # the second prompt is left-padded
-    first, inverse = prompt_groups(ids, mask)
-    new = torch.randint(3, 97, (6, 3))
-    seen = []
-
-    def logits(kernels: bool) -> torch.Tensor:
-        with torch.no_grad():
-            head_mask = mask[first, :-1]
-            out = model.model(input_ids=ids[first, :-1], attention_mask=head_mask,
-                              position_ids=(head_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-            cache = out.cache
-            cache.batch_select_indices(inverse)
-            steps, seq, m = [], ids[:, -1:], mask
-            with _shared_prefix_decode(model, cache, head_mask, first, inverse, cascade=kernels,
-                                       transpose_head=kernels):
-                seen.append((model.config._attn_implementation, "forward" in vars(model.lm_head)))
-                for t in range(new.size(1) + 1):
-                    o = model(input_ids=seq, attention_mask=m, position_ids=m.cumsum(-1)[:, -1:] - 1, cache=cache,
-                              use_cache=True)
-                    steps.append(o.logits[:, -1])
-                    if t < new.size(1):
-                        seq = new[:, t:t + 1]
-                        m = torch.cat([m, torch.ones_like(seq)], dim=1)
-        return torch.stack(steps, 1)
-
-    ref, ours = logits(False), logits(True)
-    assert seen == [("sdpa", False), (SHARED_PREFIX_ATTENTION, True)]  # off, then both on
-    assert model.config._attn_implementation == "sdpa" and "forward" not in vars(model.lm_head)
-    torch.testing.assert_close(ours, ref, atol=2e-5, rtol=1e-4)
-    assert not torch.allclose(ref[0, 1:], ref[1, 1:])  # one prompt, but each row's own decoded tokens
 
 
 def test_reserved_cache_room_appends_in_place_and_matches_cat():

@@ -23,16 +23,6 @@ first real token), so the learning does not change; `tests/test_shared_prompt.py
 log-probabilities, entropies and gradients with TRL's own path, and `bench/bench_grpo_step.py` the
 step time and the reward curve on the real model.
 
-During the rollouts' decode (one new token per row per step, on CPU, full-attention caches, SDPA), two
-kernels change and nothing else (`bench/bench_decode_attention.py`: 1.16x and 1.10x on the decode, the same
-sampled tokens):
-
-- shared-prefix ("cascade") attention: the prompt's keys/values are the same for the rows of a group, so each
-  group's prompt is attended once for all its rows' query heads, the rows' own generated part separately, and
-  the two merged by their log-sum-exp (torch's CPU flash kernel returns it), where SDPA reads the prompt once
-  per row. The same function; only the summation order differs (float rounding, ~1e-6);
-- the LM head as W @ x^T for the few decode rows, which the CPU BLAS runs ~1.7x faster than `F.linear(x, W)`.
-
 Rollouts in lower precision (`low_precision_rollouts`, `grpo.rollout_dtype`): the rollouts come from a
 bf16 (or fp16) copy of the policy whose weights are refreshed from the fp32 policy after every optimiser
 step; the loss, the gradients and the optimiser stay fp32. This is the split TRL makes with vLLM rollouts
@@ -49,8 +39,6 @@ TRL's path unchanged.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 from typing import Any
 
@@ -60,8 +48,7 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from resume.models.kv_cache import reserve_cache_room
 
-__all__ = ["SharedPromptGRPOTrainer", "low_precision_rollouts", "prompt_groups", "shared_prefix_attention",
-           "shared_prompt_supported"]
+__all__ = ["SharedPromptGRPOTrainer", "low_precision_rollouts", "prompt_groups", "shared_prompt_supported"]
 
 _MULTIMODAL = ("pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
                "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids")
@@ -148,111 +135,6 @@ def shared_prompt_logps(model: Any, input_ids: torch.Tensor, attention_mask: tor
     return logps, entropies
 
 
-SHARED_PREFIX_ATTENTION = "resume_shared_prefix_sdpa"
-# (prefix length, rows in the batch, [(first row, rows) per group]) while a shared-prefix decode runs
-_PREFIX: contextvars.ContextVar[tuple[int, int, list[tuple[int, torch.Tensor]]] | None] = contextvars.ContextVar(
-    "resume_shared_prefix", default=None)
-
-
-def shared_prefix_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                            attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
-                            is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, except for one-token queries on CPU while `_PREFIX` is set: then each
-    group's first `prefix` keys/values (its prompt, the same for all its rows) are attended once for all the
-    group's query heads, the rest per row, and the two parts merged by log-sum-exp (module docstring)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    ctx = _PREFIX.get()
-    plain = (ctx is None or query.shape[2] != 1 or dropout or query.device.type != "cpu" or kwargs.get("softcap")
-             or kwargs.get("position_bias") is not None or kwargs.get("sinks") is not None)
-    if not plain:
-        prefix, n_rows, groups = ctx
-        plain = (query.shape[0] != n_rows or key.shape[0] != n_rows or key.shape[2] <= prefix
-                 or query.shape[1] % key.shape[1] or key.shape[-1] != value.shape[-1]
-                 or (attention_mask is not None and (attention_mask.dim() != 4 or attention_mask.shape[0] != n_rows
-                                                     or attention_mask.shape[-1] != key.shape[2])))
-    if plain:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
-    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu  # (output, log-sum-exp)
-    rows_n, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
-    rep = heads // kv_heads  # query head h reads key/value head h // rep (transformers' repeat_kv)
-    if attention_mask is not None and attention_mask.dtype == torch.bool:
-        attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype).masked_fill_(
-            ~attention_mask, float("-inf"))
-    q = query.reshape(rows_n, kv_heads, rep, dim)
-    out1 = q.new_empty(rows_n, kv_heads, rep, dim)
-    lse1 = q.new_empty(rows_n, kv_heads, rep, dtype=torch.float32)
-    for first, rows in groups:
-        r = rows.numel()
-        qg = q[rows].permute(1, 0, 2, 3).reshape(1, kv_heads, r * rep, dim)
-        mask = None if attention_mask is None else attention_mask[first:first + 1, :, :, :prefix]
-        o, lse = flash(qg, key[first:first + 1, :, :prefix], value[first:first + 1, :, :prefix], attn_mask=mask,
-                       scale=scaling)
-        out1[rows] = o.reshape(kv_heads, r, rep, dim).permute(1, 0, 2, 3)
-        lse1[rows] = lse.reshape(kv_heads, r, rep).permute(1, 0, 2)
-    mask = None if attention_mask is None else attention_mask[:, :, :, prefix:]
-    out2, lse2 = flash(q, key[:, :, prefix:], value[:, :, prefix:], attn_mask=mask, scale=scaling)
-    lse2 = lse2.float()
-    lse = torch.logaddexp(lse1, lse2)
-    out = out1 * (lse1 - lse).exp().unsqueeze(-1) + out2 * (lse2 - lse).exp().unsqueeze(-1)
-    return out.to(query.dtype).reshape(rows_n, heads, 1, dim).transpose(1, 2).contiguous(), None
-
-
-@functools.cache
-def _register_shared_prefix_attention() -> str:
-    """Register `shared_prefix_attention` with transformers, with SDPA's masks (transformers builds no mask
-    at all for an attention it has no mask function for: padding would be attended)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-    AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
-    AttentionMaskInterface.register(SHARED_PREFIX_ATTENTION, sdpa_mask)
-    return SHARED_PREFIX_ATTENTION
-
-
-def _head_transposed(head: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """`head(x)` as W @ x^T for a few rows (decode), `F.linear` otherwise."""
-    flat = x.reshape(-1, x.shape[-1])
-    if flat.size(0) > 64:
-        return torch.nn.functional.linear(x, head.weight)
-    return (head.weight @ flat.T).T.reshape(*x.shape[:-1], head.weight.size(0))
-
-
-@contextlib.contextmanager
-def _shared_prefix_decode(model: Any, cache: Any, prefix_mask: torch.Tensor, first: torch.Tensor, inverse: torch.Tensor,
-                          *, cascade: bool = True, transpose_head: bool = True):
-    """While generating from the gathered shared-prefix `cache`: the cascade attention and the transposed LM
-    head where they apply (CPU, SDPA, full-attention cache layers, a plain bias-free LM head), else nothing.
-    `prefix_mask`: the distinct prompts' mask over the cached prefix. The flags turn either off (the bench)."""
-    from transformers.cache_utils import DynamicLayer
-
-    config = model.config
-    head = model.get_output_embeddings()
-    layers = getattr(cache, "layers", ())
-    # every group's prompt must have a real token before its last (a prefix all padding has no log-sum-exp)
-    cascade = (cascade and config._attn_implementation == "sdpa" and first.device.type == "cpu" and len(layers) > 0
-               and all(type(layer) is DynamicLayer for layer in layers) and bool(prefix_mask.any(dim=1).all()))
-    transpose = (transpose_head and type(head) is torch.nn.Linear and head.bias is None and head.weight.device.type == "cpu"
-                 and "forward" not in vars(head))
-    token = None
-    if cascade:
-        groups = [(int(f), torch.nonzero(inverse == g, as_tuple=False).squeeze(1)) for g, f in enumerate(first)]
-        token = _PREFIX.set((prefix_mask.size(1), inverse.numel(), groups))
-        config._attn_implementation = _register_shared_prefix_attention()
-    if transpose:
-        head.forward = functools.partial(_head_transposed, head)
-    try:
-        yield
-    finally:
-        if cascade:
-            config._attn_implementation = "sdpa"
-            _PREFIX.reset(token)
-        if transpose:
-            vars(head).pop("forward", None)
-
-
 def shared_prefix_generate(model: Any, generate: Any) -> Any:
     """`generate` that prefills each distinct prompt of the batch once (all but its last token) and hands
     transformers the cache gathered to the batch's rows; the rest is `generate` itself. Falls back to the
@@ -274,10 +156,8 @@ def shared_prefix_generate(model: Any, generate: Any) -> Any:
         with torch.no_grad():
             out = model.base_model(input_ids=head_ids, attention_mask=head_mask, position_ids=positions,
                                    use_cache=True)
-        cache = _gather_cache(out.cache, inverse)
-        with _shared_prefix_decode(model, cache, head_mask, first, inverse):
-            return generate(input_ids=input_ids, attention_mask=attention_mask, cache=reserve_cache_room(cache),
-                            **kwargs)
+        return generate(input_ids=input_ids, attention_mask=attention_mask,
+                        cache=reserve_cache_room(_gather_cache(out.cache, inverse)), **kwargs)
 
     return wrapped
 
