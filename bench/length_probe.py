@@ -1,15 +1,15 @@
 """Probe (issue #11): how long can an EXTRACTIVE summary be before it stops beating the document?
 
-    .venv/bin/python bench/length_probe.py        # -> bench/length_probe.json (about a minute, no LLM)
+    .venv/bin/python bench/length_probe.py        # -> bench/length_probe.json (about 4 minutes, no LLM)
 
 The paper's StructureReward pays 1.0 only for 64-128 retriever tokens; the lead control (title + first
-sentence, ~30 tokens) earns 0.3 for length there but is the best summary measured under the fixed judge g_0
+sentence, ~50 tokens) earns 0.3 for length there but is the best summary measured under the fixed judge g_0
 (docs/LEVERS.md rows 9, 17). This probe asks whether the rewarded length itself is a ceiling: it scores, on
 the same 64 held-out training documents and with the same judge as bench/grpo_probe.py
 (`resume.quality.fixed_judge`, per-document Delta), texts cut from the document with no model at all:
 
 - `title`, `lead` (title + first sentence), `lead+k` (title + first k+1 sentences of the body);
-- `head-N`: the title and the body's first words, up to N retriever tokens (N in the rewarded range);
+- `head-N`: the title and the body's first words, up to N retriever tokens (N = 48, below the rewarded range, and 64, 96, 128 in it);
 - with f_0's cached greedy summaries from bench/grpo_probe.py (same machine): `f0` itself, and the free
   index-time variants `title+f0` and `lead+f0` (the title / lead prepended to f_0's summary).
 
