@@ -122,11 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         title, sents = parts[d]
         return " ".join([f"{title}." if title else "", *sents[:k]]).strip()
 
-    variants = {"title": {d: parts[d][0] for d in ids}, "lead": {d: lead_text(ds.corpus[d]) for d in ids}}
-    for k in (2, 3, 4):
-        variants[f"lead+{k - 1}"] = {d: lead_k(d, k) for d in ids}
-    for n in (48, 64, 96, 128):
-        variants[f"head-{n}"] = {d: head(parts[d][0], " ".join(parts[d][1]), n, count) for d in ids}
+    # one maker (doc id -> text) per no-model variant, for the judge's documents and, with --retrieval, the corpus
+    makers = {"title": lambda d: parts[d][0], "lead": lambda d: lead_text(ds.corpus[d]),
+              **{f"lead+{k - 1}": (lambda d, k=k: lead_k(d, k)) for k in (2, 3, 4)},
+              **{f"head-{n}": (lambda d, n=n: head(parts[d][0], " ".join(parts[d][1]), n, count))
+                 for n in (48, 64, 96, 128)}}
+    variants = {name: {d: make(d) for d in ids} for name, make in makers.items()}
     f0_path = Path(args.f0)
     if f0_path.exists():
         f0 = read_summaries(f0_path)
@@ -154,10 +155,9 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     retrieval = None
     if args.retrieval:
-        retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder, {
-            "title": lambda d: parts[d][0], "lead": lambda d: lead_text(ds.corpus[d]),
-            "lead+1": lambda d: lead_k(d, 2), "lead+2": lambda d: lead_k(d, 3),
-            **{f"head-{n}": (lambda d, n=n: head(parts[d][0], " ".join(parts[d][1]), n, count)) for n in (64, 96, 128)}})
+        retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder,
+                                 {n: makers[n] for n in ("title", "lead", "lead+1", "lead+2", "head-64", "head-96",
+                                                         "head-128")})
     write_result(args.out, {"config": args.config, "n_judge_docs": len(ids), "env": run_env(cfg),
                             "f0_summaries": str(f0_path.relative_to(ROOT)) if f0_path.exists() else None,
                             "variants": scored, "retrieval": retrieval})
