@@ -20,6 +20,14 @@ and paired tests (`grpo_probe.paired`) against the lead and against f_0.
 (bench/out/length_probe/<name>/summaries.jsonl) and evaluates each as the only index under g_0
 (`resume.evaluate.evaluate_retrieval`, summary mode) beside the document index (the Baseline), with paired
 tests on MRR@10 and NDCG@10 against the document and against the lead.
+
+`--corpus-f0 PATH` (with `--retrieval`): f_0's summaries of the whole corpus, written by the product's own
+stage (`resume summarize --config configs/cranfield.yaml --out PATH`; ~100 minutes on 2 cores in fp32): `f0`
+and `title+f0` become whole-corpus indexes too, and the lead, `f0` and `title+f0` are each also fused with
+the document (score fusion, `resume.evaluate.choose_fusion_weight`: the document's weight that maximises
+MRR@10 on SPLIT, rows `document+<view>`, with its curve). The weight is chosen and reported on the same
+split, so each fused row is that view's best case on dev, the same for every view: compare them with each
+other, not with a test-split figure.
 """
 
 from __future__ import annotations
@@ -51,15 +59,19 @@ def head(title: str, body: str, n_tokens: int, count) -> str:
     return text(lo)
 
 
-def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict) -> dict:
+def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: tuple[str, ...] = (),
+                 out: Path = ROOT / "bench" / "out" / "length_probe") -> dict:
     """Each maker's text for every corpus document as the only index, `split`'s queries, g_0; the document
-    index first. Returns {name: {"metrics", "vs_document": {metric: paired}, "vs_lead": ...}}."""
+    index first. Returns {name: {"metrics", "vs_document": {metric: paired}, "vs_lead": ...}}; each name in
+    `fused` also gets "fused": the document + that view fused by score, its weight's curve on `split`
+    (`resume.evaluate.choose_fusion_weight`, MRR@10), the best weight's metrics and paired tests."""
     import json
 
-    from resume.evaluate import evaluate_retrieval, paired_test
+    from resume.evaluate import CachingEncoder, choose_fusion_weight, evaluate_retrieval, paired_test
     from resume.io import write_jsonl
 
-    out = ROOT / "bench" / "out" / "length_probe"
+    encoder = CachingEncoder(encoder)  # each view (the document's too) encoded once, however often it is indexed
+
     res, per_query = {}, {}
     for name, make in {"document": None, **makers}.items():
         texts = None
@@ -70,14 +82,24 @@ def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict) -> dict:
                                out_dir=out / name / f"eval-{split}", encoder=encoder, mode="summary")
         per_query[name] = json.loads((out / name / f"eval-{split}" / "per_query.json").read_text())
         res[name] = {"metrics": m}
+        if name in fused:
+            w = choose_fusion_weight(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
+                                     encoder=encoder)
+            m = evaluate_retrieval(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
+                                   out_dir=out / name / f"eval-{split}-fused", encoder=encoder, mode="fused",
+                                   fusion_weight=w["weight"])
+            per_query[f"document+{name}"] = json.loads(
+                (out / name / f"eval-{split}-fused" / "per_query.json").read_text())
+            res[f"document+{name}"] = {"metrics": m, "fusion_weight": w["weight"],
+                                       "curve": {str(k): v for k, v in w["curve"].items()}}
     for name, row in res.items():
-        for ref in ("document", "lead"):
+        for ref in ("document", "lead", *(("document+lead",) if "document+lead" in res else ())):
             if name != ref:
                 row[f"vs_{ref}"] = {k: paired_test(per_query[ref], per_query[name], metric=k)
                                     for k in ("mrr@10", "ndcg@10")}
         print(f"{split} {name:9s} MRR@10 {row['metrics']['mrr@10']:.3f} NDCG@10 {row['metrics']['ndcg@10']:.3f}"
               + "".join(f" | vs {ref} {row[f'vs_{ref}']['ndcg@10']['mean_diff']:+.3f} p={row[f'vs_{ref}']['ndcg@10']['p_value']:.3f}"
-                        for ref in ("document", "lead") if f"vs_{ref}" in row), flush=True)
+                        for ref in ("document", "lead", "document+lead") if f"vs_{ref}" in row), flush=True)
     return {"split": split, "systems": res}
 
 
@@ -87,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(ROOT / "data" / "cranfield"))
     ap.add_argument("--f0", default=str(ROOT / "bench" / "out" / "grpo_probe" / "f0-smollm2-135m-instruct"
                                         / "summaries.jsonl"), help="f_0's summaries (bench/grpo_probe.py's cache)")
+    ap.add_argument("--corpus-f0", default=None, metavar="PATH",
+                    help="f_0's summaries of the whole corpus (`resume summarize`): with --retrieval, `f0` and "
+                         "`title+f0` become whole-corpus indexes too, each also fused with the document")
     ap.add_argument("--retrieval", default=None, metavar="SPLIT",
                     help="also evaluate the no-model variants as whole-corpus indexes on SPLIT (dev)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "length_probe.json"))
@@ -128,12 +153,15 @@ def main(argv: list[str] | None = None) -> int:
               **{f"head-{n}": (lambda d, n=n: head(parts[d][0], " ".join(parts[d][1]), n, count))
                  for n in (48, 64, 96, 128)}}
     variants = {name: {d: make(d) for d in ids} for name, make in makers.items()}
+
+    def with_f0(f0: dict[str, str]) -> dict:  # the makers of the f_0-based variants, over one set of summaries
+        return {"f0": lambda d: f0[d], "title+f0": lambda d: ". ".join(p for p in (parts[d][0], f0[d]) if p),
+                "lead+f0": lambda d: f"{makers['lead'](d)} {f0[d]}"}
+
     f0_path = Path(args.f0)
     if f0_path.exists():
         f0 = read_summaries(f0_path)
-        variants["f0"] = {d: f0[d] for d in ids if d in f0}
-        variants["title+f0"] = {d: f"{parts[d][0]}. {f0[d]}" for d in ids if d in f0}
-        variants["lead+f0"] = {d: f"{variants['lead'][d]} {f0[d]}" for d in ids if d in f0}
+        variants.update({name: {d: make(d) for d in ids if d in f0} for name, make in with_f0(f0).items()})
 
     encoder = Encoder(cfg.retriever.model, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
     scored = {}
@@ -155,11 +183,21 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
     retrieval = None
     if args.retrieval:
-        retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder,
-                                 {n: makers[n] for n in ("title", "lead", "lead+1", "lead+2", "head-64", "head-96",
-                                                         "head-128")})
+        corpus_makers = {n: makers[n] for n in ("title", "lead", "lead+1", "lead+2", "head-64", "head-96",
+                                                "head-128")}
+        fused: tuple[str, ...] = ()
+        if args.corpus_f0:
+            corpus_f0 = read_summaries(args.corpus_f0)
+            missing = sorted(set(ds.corpus) - set(corpus_f0))
+            if missing:
+                raise SystemExit(f"{args.corpus_f0}: no summary for {len(missing)} of {len(ds.corpus)} corpus "
+                                 f"documents (first: {missing[0]}); finish `resume summarize` first")
+            corpus_makers.update({n: m for n, m in with_f0(corpus_f0).items() if n != "lead+f0"})
+            fused = ("lead", "f0", "title+f0")
+        retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder, corpus_makers, fused)
     write_result(args.out, {"config": args.config, "n_judge_docs": len(ids), "env": run_env(cfg),
                             "f0_summaries": str(f0_path.relative_to(ROOT)) if f0_path.exists() else None,
+                            "corpus_f0_summaries": args.corpus_f0,
                             "variants": scored, "retrieval": retrieval})
     return 0
 
