@@ -22,7 +22,8 @@ and paired tests (`grpo_probe.paired`) against the lead and against f_0.
 tests on MRR@10 and NDCG@10 against the document and against the lead.
 
 `--corpus-f0 PATH` (with `--retrieval`): f_0's summaries of the whole corpus, written by the product's own
-stage (`resume summarize --config configs/cranfield.yaml --out PATH`; ~100 minutes on 2 cores in fp32): `f0`
+stage (`resume summarize --config configs/cranfield.yaml --set summarizer.dtype=float32 --out PATH`; ~85 min on
+2 cores): `f0`
 and `title+f0` become whole-corpus indexes too, and the lead, `f0` and `title+f0` are each also fused with
 the document (score fusion, `resume.evaluate.choose_fusion_weight`: the document's weight that maximises
 MRR@10 on SPLIT, rows `document+<view>`, with its curve). The weight is chosen and reported on the same
@@ -57,6 +58,12 @@ def head(title: str, body: str, n_tokens: int, count) -> str:
         else:
             hi = mid - 1
     return text(lo)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it, else absolute."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: tuple[str, ...] = (),
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"f0": lambda d: f0[d], "title+f0": lambda d: ". ".join(p for p in (parts[d][0], f0[d]) if p),
                 "lead+f0": lambda d: f"{makers['lead'](d)} {f0[d]}"}
 
-    f0_path = Path(args.f0)
+    f0_path = Path(args.f0).resolve()
     if f0_path.exists():
         f0 = read_summaries(f0_path)
         variants.update({name: {d: make(d) for d in ids if d in f0} for name, make in with_f0(f0).items()})
@@ -196,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             fused = ("lead", "f0", "title+f0")
         retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder, corpus_makers, fused)
     write_result(args.out, {"config": args.config, "n_judge_docs": len(ids), "env": run_env(cfg),
-                            "f0_summaries": str(f0_path.relative_to(ROOT)) if f0_path.exists() else None,
-                            "corpus_f0_summaries": args.corpus_f0,
+                            "f0_summaries": _shown(f0_path) if f0_path.exists() else None,
+                            "corpus_f0_summaries": _shown(Path(args.corpus_f0)) if args.corpus_f0 else None,
                             "variants": scored, "retrieval": retrieval})
     return 0
 
