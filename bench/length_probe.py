@@ -22,10 +22,9 @@ and paired tests (`grpo_probe.paired`) against the lead and against f_0.
 tests on MRR@10 and NDCG@10 against the document and against the lead.
 
 `--corpus-f0 PATH` (with `--retrieval`): f_0's summaries of the whole corpus, written by the product's own
-stage (`resume summarize --config configs/cranfield.yaml --set summarizer.dtype=float32 --out PATH`; ~85 min on
-2 cores): `f0`
-and `title+f0` become whole-corpus indexes too, and the lead, `f0` and `title+f0` are each also fused with
-the document (score fusion, `resume.evaluate.choose_fusion_weight`: the document's weight that maximises
+stage (`resume summarize --config configs/cranfield.yaml --set summarizer.dtype=float32 --out PATH`; ~85 min
+on 2 cores): `f0` and `title+f0` become whole-corpus indexes too, and the lead, `f0` and `title+f0` are each
+also fused with the document (score fusion, `resume.evaluate.choose_fusion_weight`: the document's weight that maximises
 MRR@10 on SPLIT, rows `document+<view>`, with its curve). The weight is chosen and reported on the same
 split, so each fused row is that view's best case on dev, the same for every view: compare them with each
 other, not with a test-split figure.
@@ -69,9 +68,10 @@ def _shown(path: Path) -> str:
 def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: tuple[str, ...] = (),
                  out: Path = ROOT / "bench" / "out" / "length_probe") -> dict:
     """Each maker's text for every corpus document as the only index, `split`'s queries, g_0; the document
-    index first. Returns {name: {"metrics", "vs_document": {metric: paired}, "vs_lead": ...}}; each name in
-    `fused` also gets "fused": the document + that view fused by score, its weight's curve on `split`
-    (`resume.evaluate.choose_fusion_weight`, MRR@10), the best weight's metrics and paired tests."""
+    index first. Returns {"split", "systems": {name: {"metrics", "vs_document": {metric: paired}, "vs_lead": ...}}};
+    each name in `fused` also gets a row `document+<name>`: the document and that view fused by score at the
+    weight that maximises MRR@10 on `split` (`resume.evaluate.choose_fusion_weight`), with "fusion_weight" and
+    "curve". With a `document+lead` row, every other row is also compared with it."""
     import json
 
     from resume.evaluate import CachingEncoder, choose_fusion_weight, evaluate_retrieval, paired_test
@@ -139,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     ds = load_beir(args.data)
+    corpus_f0 = None
+    if args.corpus_f0:  # checked before any work: every corpus document needs its summary
+        if not args.retrieval:
+            raise SystemExit("--corpus-f0 needs --retrieval SPLIT (the summaries are indexed on that split)")
+        corpus_f0 = read_summaries(args.corpus_f0)
+        missing = sorted(set(ds.corpus) - set(corpus_f0))
+        if missing:
+            raise SystemExit(f"{args.corpus_f0}: no summary for {len(missing)} of {len(ds.corpus)} corpus "
+                             f"documents (first: {missing[0]}); finish `resume summarize` first")
     ids = judge_doc_ids(cfg, ds)
     tok = load_tokenizer(cfg.retriever.model)
 
@@ -193,12 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus_makers = {n: makers[n] for n in ("title", "lead", "lead+1", "lead+2", "head-64", "head-96",
                                                 "head-128")}
         fused: tuple[str, ...] = ()
-        if args.corpus_f0:
-            corpus_f0 = read_summaries(args.corpus_f0)
-            missing = sorted(set(ds.corpus) - set(corpus_f0))
-            if missing:
-                raise SystemExit(f"{args.corpus_f0}: no summary for {len(missing)} of {len(ds.corpus)} corpus "
-                                 f"documents (first: {missing[0]}); finish `resume summarize` first")
+        if corpus_f0 is not None:
             corpus_makers.update({n: m for n, m in with_f0(corpus_f0).items() if n != "lead+f0"})
             fused = ("lead", "f0", "title+f0")
         retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder, corpus_makers, fused)
