@@ -1,7 +1,7 @@
 """Pieces shared by the benchmarks: for the FAISS ones (bench_index.py, bench_eval.py) the NumPy baseline,
 the thread limit and the environment block of their JSON; for the serving ones (bench_serving.py,
 bench_serving_peer.py, bench_query_dtype.py) the top-10 agreement of two rankings and the closed-loop load
-generator (`RawClient`, `drive`, `summarize`); for the probes and the GRPO step, `write_result`."""
+generator (`RawClient`, `drive`, `summarize`); for the probes and the GRPO step, `write_result` and `rel`."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def numpy_topk(docs: np.ndarray, queries: np.ndarray, k: int, chunk: int = 250) -> tuple[np.ndarray, np.ndarray]:
@@ -147,3 +150,10 @@ def write_result(path: str | os.PathLike, doc: dict[str, Any]) -> None:
     doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     atomic_write_json(path, doc)
     print(f"wrote {path}")
+
+
+def rel(path: str | os.PathLike) -> str:
+    """A path inside the repository relative to it (JSON written here must not name this machine's paths);
+    any other path as given."""
+    p = Path(path)
+    return str(p.resolve().relative_to(ROOT)) if p.is_absolute() and p.resolve().is_relative_to(ROOT) else str(path)

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "lead_start_probe.json"))
     args = ap.parse_args(argv)
 
+    from _common import rel
     from grpo_probe import paired
 
     from resume.config import load_config
@@ -110,9 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: delta {r['fixed_judge']['delta_mean']:+.4f}; vs f_0 {r['vs_f0']['gain']:+.4f} "
               f"(p {r['vs_f0']['t_p']:.3f}); vs lead {r['vs_lead']['gain']:+.4f} (p {r['vs_lead']['t_p']:.3f})",
               flush=True)
-    def rel(path: str) -> str:
-        return os.path.relpath(path, ROOT) if Path(path).resolve().is_relative_to(ROOT) else path
-
     doc = {"config": rel(args.config), "n_judge_docs": len(ids), "env": env, "reference": rel(args.reference),
            "f0_delta": ref["before"]["fixed_judge"]["delta_mean"], "lead_delta": ref["lead"]["fixed_judge"]["delta_mean"],
            "variants": variants, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -42,12 +42,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(ROOT / "bench"))
 
 
+def titled(title: str, text: str) -> str:
+    """`title. text`, leaving out whichever is empty."""
+    return ". ".join(p for p in (title, text) if p)
+
+
 def head(title: str, body: str, n_tokens: int, count) -> str:
     """The title and as many leading words of the body as keep the text within n_tokens (whole words)."""
     words = body.split()
 
     def text(n: int) -> str:
-        return ". ".join(p for p in (title, " ".join(words[:n])) if p)
+        return titled(title, " ".join(words[:n]))
 
     lo, hi = 0, len(words)  # the largest prefix that fits, by bisection on the token count
     while lo < hi:
@@ -57,12 +62,6 @@ def head(title: str, body: str, n_tokens: int, count) -> str:
         else:
             hi = mid - 1
     return text(lo)
-
-
-def _shown(path: Path) -> str:
-    """`path` relative to the repository when it lies inside it, else absolute."""
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: tuple[str, ...] = (),
@@ -78,35 +77,36 @@ def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: t
     from resume.io import write_jsonl
 
     encoder = CachingEncoder(encoder)  # each view (the document's too) encoded once, however often it is indexed
-
     res, per_query = {}, {}
+
+    def evaluate(row: str, texts: Path | None, out_dir: Path, **kw) -> dict:
+        m = evaluate_retrieval(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
+                               out_dir=out_dir, encoder=encoder, **kw)
+        per_query[row] = json.loads((out_dir / "per_query.json").read_text())
+        res[row] = {"metrics": m}
+        return res[row]
+
     for name, make in {"document": None, **makers}.items():
         texts = None
         if make is not None:
             texts = out / name / "summaries.jsonl"
             write_jsonl(texts, ({"_id": d, "summary": make(d)} for d in ds.corpus))
-        m = evaluate_retrieval(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
-                               out_dir=out / name / f"eval-{split}", encoder=encoder, mode="summary")
-        per_query[name] = json.loads((out / name / f"eval-{split}" / "per_query.json").read_text())
-        res[name] = {"metrics": m}
+        evaluate(name, texts, out / name / f"eval-{split}", mode="summary")
         if name in fused:
             w = choose_fusion_weight(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
                                      encoder=encoder)
-            m = evaluate_retrieval(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
-                                   out_dir=out / name / f"eval-{split}-fused", encoder=encoder, mode="fused",
-                                   fusion_weight=w["weight"])
-            per_query[f"document+{name}"] = json.loads(
-                (out / name / f"eval-{split}-fused" / "per_query.json").read_text())
-            res[f"document+{name}"] = {"metrics": m, "fusion_weight": w["weight"],
-                                       "curve": {str(k): v for k, v in w["curve"].items()}}
+            evaluate(f"document+{name}", texts, out / name / f"eval-{split}-fused", mode="fused",
+                     fusion_weight=w["weight"]).update(
+                fusion_weight=w["weight"], curve={str(k): v for k, v in w["curve"].items()})
+    refs = [r for r in ("document", "lead", "document+lead") if r in res]
     for name, row in res.items():
-        for ref in ("document", "lead", *(("document+lead",) if "document+lead" in res else ())):
+        for ref in refs:
             if name != ref:
                 row[f"vs_{ref}"] = {k: paired_test(per_query[ref], per_query[name], metric=k)
                                     for k in ("mrr@10", "ndcg@10")}
         print(f"{split} {name:9s} MRR@10 {row['metrics']['mrr@10']:.3f} NDCG@10 {row['metrics']['ndcg@10']:.3f}"
               + "".join(f" | vs {ref} {row[f'vs_{ref}']['ndcg@10']['mean_diff']:+.3f} p={row[f'vs_{ref}']['ndcg@10']['p_value']:.3f}"
-                        for ref in ("document", "lead", "document+lead") if f"vs_{ref}" in row), flush=True)
+                        for ref in refs if f"vs_{ref}" in row), flush=True)
     return {"split": split, "systems": res}
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "length_probe.json"))
     args = ap.parse_args(argv)
 
-    from _common import write_result
+    from _common import rel, write_result
     from grpo_probe import paired
 
     from resume.config import load_config
@@ -171,10 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = {name: {d: make(d) for d in ids} for name, make in makers.items()}
 
     def with_f0(f0: dict[str, str]) -> dict:  # the makers of the f_0-based variants, over one set of summaries
-        return {"f0": lambda d: f0[d], "title+f0": lambda d: ". ".join(p for p in (parts[d][0], f0[d]) if p),
+        return {"f0": lambda d: f0[d], "title+f0": lambda d: titled(parts[d][0], f0[d]),
                 "lead+f0": lambda d: f"{makers['lead'](d)} {f0[d]}"}
 
-    f0_path = Path(args.f0).resolve()
+    f0_path = Path(args.f0)
     if f0_path.exists():
         f0 = read_summaries(f0_path)
         variants.update({name: {d: make(d) for d in ids if d in f0} for name, make in with_f0(f0).items()})
@@ -207,8 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             fused = ("lead", "f0", "title+f0")
         retrieval = whole_corpus(cfg, args.data, args.retrieval, ds, encoder, corpus_makers, fused)
     write_result(args.out, {"config": args.config, "n_judge_docs": len(ids), "env": run_env(cfg),
-                            "f0_summaries": _shown(f0_path) if f0_path.exists() else None,
-                            "corpus_f0_summaries": _shown(Path(args.corpus_f0)) if args.corpus_f0 else None,
+                            "f0_summaries": rel(f0_path) if f0_path.exists() else None,
+                            "corpus_f0_summaries": rel(args.corpus_f0) if args.corpus_f0 else None,
                             "variants": scored, "retrieval": retrieval})
     return 0
 

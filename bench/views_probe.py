@@ -42,12 +42,6 @@ ARMS = {  # arm -> (training texts, finetune.views, the indexes to evaluate)
 }
 
 
-def rel(path: str | Path) -> str:
-    """A path inside the repository relative to it (JSON written here must not name this machine's paths)."""
-    p = Path(path)
-    return str(p.resolve().relative_to(ROOT)) if p.is_absolute() and p.resolve().is_relative_to(ROOT) else str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "cranfield.yaml"))
@@ -61,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(a not in ARMS for a in arms):
         ap.error(f"--arms: expected some of {list(ARMS)}, got {arms}")
 
-    from _common import write_result
+    from _common import rel, write_result
 
     from resume.config import load_config
     from resume.evaluate import choose_fusion_weight, evaluate_retrieval, paired_test
