@@ -43,7 +43,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def titled(title: str, text: str) -> str:
-    """`title. text`, leaving out whichever is empty."""
+    """`title. text`, leaving out whichever is empty. The product's join (`resume.lead.join_title`, used by
+    `evaluate.summary_title`) writes no second period after a title that ends with one; this one is kept so
+    that the committed length_probe JSONs reproduce (docs/LEVERS.md rows 32-33 compare the two on dev)."""
     return ". ".join(p for p in (title, text) if p)
 
 

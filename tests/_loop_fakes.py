@@ -116,12 +116,12 @@ class FakeStages:
         return str(out)
 
     def evaluate_retrieval(self, cfg, *, data_dir, split, retriever, texts=None, out_dir, mode=None,
-                           fusion_weight=None, encoder=None, run_dir=None):
+                           fusion_weight=None, encoder=None, run_dir=None, summary_title=None):
         _received(cfg, data_dir)
         self.calls.append(("evaluate", str(out_dir)))
         self.args.append({"stage": "evaluate", "out": str(out_dir), "retriever": str(retriever), "texts": str(texts),
                           "mode": mode, "weight": fusion_weight, "data": str(data_dir), "split": split,
-                          "encoder": None if encoder is None else id(encoder)})
+                          "encoder": None if encoder is None else id(encoder), "title": summary_title})
         self._maybe_fail("evaluate", str(out_dir))
         t = _t(texts)
         v = self.dev.get(t, 0.0) + (0.01 if split == "test" else 0.0)
@@ -129,6 +129,8 @@ class FakeStages:
             v += 0.02
         if mode == "fused":
             v += 0.03 * (1.0 - fusion_weight)
+        if summary_title:
+            v += 0.015
         m = {"mrr@10": v, "ndcg@10": v + 0.05, "recall@100": min(1.0, v + 0.5), "recall@1000": 1.0}
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -142,11 +144,11 @@ class FakeStages:
         atomic_write_json(out / "metrics.json", m)
         return m
 
-    def choose_fusion_weight(self, cfg, *, data_dir, split, retriever, texts, encoder=None):
+    def choose_fusion_weight(self, cfg, *, data_dir, split, retriever, texts, encoder=None, summary_title=None):
         _received(cfg, data_dir)
         self.calls.append(("choose_weight", str(texts)))
         self.args.append({"stage": "choose_weight", "retriever": str(retriever), "texts": str(texts), "split": split,
-                          "encoder": None if encoder is None else id(encoder)})
+                          "encoder": None if encoder is None else id(encoder), "title": summary_title})
         return {"weight": 0.7, "metric": "mrr@10", "value": 0.5, "curve": {"0.7": 0.5}}
 
     def quality_signals(self, cfg, *, data_dir, summaries, judge):

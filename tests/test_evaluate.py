@@ -647,6 +647,7 @@ def test_cli_evaluate_mode_arguments_checked_before_loading(beir_dir, tmp_path, 
             (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "nan"), "evaluate.fusion_weight"),
             (("--texts", str(texts), "--mode", "fused"), "score fusion needs a document weight"),
             (("--mode", "fused", "--fusion-weight", "0.5"), "needs summaries (--texts)"),
+            (("--summary-title",), "summary_title puts each document's title before its summary: it needs summaries"),
             (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "0.5", "--choose-weight-on", "dev"),
              "exclude each other"),
             (("--texts", str(texts), "--mode", "fused", "--fusion", "rrf", "--choose-weight-on", "dev"),
@@ -672,3 +673,14 @@ def test_cli_evaluate_fused_choose_weight_with_tiny_encoder(beir_dir, tmp_path, 
     assert choice["split"] == "train" and len(choice["curve"]) == 11 and "fusion weight on train" in err
     info = json.loads((out / "eval_info.json").read_text())
     assert info["mode"] == "fused" and info["fusion_weight"] == choice["weight"]
+    assert info["summary_title"] is False
+    # the same with each summary after its title: the weight is chosen, and the test split run, on titled texts
+    out2 = tmp_path / "ev-titled"
+    code, stdout, err = run_cli(capsys, "evaluate", "--data", str(beir_dir), "--split", "test", "--retriever",
+                                "tiny-encoder", "--set", "evaluate.k=10", "--set", "device=cpu", "--texts",
+                                str(texts), "--mode", "fused", "--choose-weight-on", "train", "--summary-title",
+                                "--out", str(out2))
+    assert code == 0, err
+    info2 = json.loads((out2 / "eval_info.json").read_text())
+    assert info2["summary_title"] is True and info2["fusion_weight"] == json.loads(
+        (out2 / "fusion_weight.json").read_text())["weight"]

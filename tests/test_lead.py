@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from resume.lead import lead_text, split_sentences, strip_title, write_lead_summaries
+from resume.lead import join_title, lead_text, split_sentences, strip_title, write_lead_summaries
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,18 @@ def test_lead_edge_cases():
     assert split_sentences("One. Two? Three!\nFour 3.5 five") == ["One.", "Two?", "Three!", "Four 3.5 five"]
     assert split_sentences("a b . c 3. 5 d . e") == ["a b .", "c 3. 5 d .", "e"]
     assert strip_title("t . t . body .", "t .") == "body ."  # repeated twice
+
+
+def test_join_title():
+    """The one join of a title and a text (the lead's, and evaluate.summary_title's)."""
+    assert join_title("wing in a slipstream .", "The study measures lift.") == \
+        "wing in a slipstream . The study measures lift."  # Cranfield titles end with a spaced period
+    assert join_title("A title", "a summary") == "A title. a summary"
+    assert join_title("Why?", "because") == "Why? because"
+    assert join_title("  A   spaced\ttitle ", "s") == "A spaced title. s"
+    assert join_title("", "a summary") == "a summary"  # MEDLINE: no titles, the summary unchanged
+    assert join_title(None, "a summary") == "a summary"
+    assert join_title("A title", "") == "A title"
 
 
 def test_write_lead_summaries_schema_and_evaluate(tmp_path):

@@ -19,6 +19,7 @@ from _loop_fakes import FakeStages, fake_cfg, write_tiny_beir
 
 from resume.errors import ConfigError
 from resume.evaluate import read_eval_info
+from resume.io import write_jsonl
 from resume.loop import run_loop
 from resume.run_dir import read_results
 
@@ -182,7 +183,7 @@ def test_fused_lead_quality_and_ood_get_the_right_models_and_texts(beir, tmp_pat
     # Iterative + fused: g_T over the documents and S_T, with the weight chosen on dev with g_T and S_T
     assert ev["iterative_fused/eval_test"] | {"out": None, "encoder": None} == {
         "stage": "evaluate", "out": None, "retriever": g2, "texts": s2, "mode": "fused", "weight": 0.7,
-        "data": str(run / "data"), "split": "test", "encoder": None}
+        "data": str(run / "data"), "split": "test", "encoder": None, "title": False}
     choose = [a for a in fake.args if a["stage"] == "choose_weight"]
     assert {(a["retriever"], a["texts"], a["split"]) for a in choose} == {(g2, s2, "dev"), ("g0", lead, "dev")}
     # a fused system's weight choice and test evaluation share one encoder (each view encoded once)
@@ -283,6 +284,86 @@ def test_fused_systems_encode_each_view_once_with_the_real_evaluation(beir, tmp_
         ("../..", "./iter_01/retriever", "./iter_01/summaries.jsonl", "./data")
     info = read_eval_info(read_results(run)["systems"]["iterative_fused"]["dir"])
     assert (info["retriever"], info["texts"]) == (g1, str(run / "iter_01" / "summaries.jsonl"))
+
+
+def test_titled_systems_index_the_papers_summaries_after_their_titles(beir, tmp_path):
+    """fixed_summary_titled, iterative_titled and iterative_titled_fused: the paper rows' own models and
+    summaries, evaluated with summary_title on (the weight chosen on dev with it too), in domain and OOD;
+    the paper's rows keep summary_title off."""
+    ood = write_tiny_beir(tmp_path / "ood", n_docs=10)
+    fake = FakeStages()
+    titled = ["fixed_summary_titled", "iterative_titled", "iterative_titled_fused"]
+    cfg = fake_cfg(beir, max_iterations=1, eps_reward=None, eps_metric=None,
+                   systems=["baseline", "fixed_summary", "iterative", "iterative_fused", *titled])
+    cfg.data.ood = str(ood)
+    out = _run(cfg, tmp_path / "run", fake)
+    run = tmp_path / "run"
+    ev = {Path(a["out"]).relative_to(run).as_posix(): a for a in fake.args if a["stage"] == "evaluate"}
+    g1, s1, s0 = str(run / "iter_01/retriever"), str(run / "iter_01/summaries.jsonl"), str(run / "iter_00/summaries.jsonl")
+
+    def what(key):
+        a = ev[key]
+        return a["retriever"], a["texts"], a["mode"], a["weight"], a["title"]
+
+    assert what("fixed_summary_titled/eval_test") == ("g0", s0, "summary", None, True)
+    assert what("iterative_titled/eval_test") == (g1, s1, "summary", None, True)
+    assert what("iterative_titled_fused/eval_test") == (g1, s1, "fused", 0.7, True)
+    choose = {a["texts"] + str(a["title"]): a for a in fake.args if a["stage"] == "choose_weight"}
+    assert set(choose) == {s1 + "False", s1 + "True"} and choose[s1 + "True"]["split"] == "dev"
+    # the paper's rows (and every other evaluation) index the summaries alone
+    assert {k for k, a in ev.items() if a["title"]} == {
+        "fixed_summary_titled/eval_test", "iterative_titled/eval_test", "iterative_titled_fused/eval_test",
+        "ood/fixed_summary_titled/eval_test", "ood/iterative_titled/eval_test", "ood/iterative_titled_fused/eval_test"}
+    assert what("iter_01/eval_test")[-1] is False and what("baseline/eval_test")[-1] is False
+    assert out["metrics"]["iterative_titled"]["mrr@10"] == pytest.approx(out["metrics"]["iterative"]["mrr@10"] + 0.015)
+    res = read_results(run)
+    assert res["systems"]["iterative_titled_fused"]["fusion"]["chosen_on"] == "dev"
+    assert ev["ood/iterative_titled_fused/eval_test"]["weight"] == 0.7  # the in-domain weight, nothing chosen on OOD
+    assert set(titled) <= set(res["ood"]["systems"])
+    report = (run / "report.md").read_text()
+    for text in ("| Fixed Summary + title (", "| Iterative + title (", "| Iterative + title + fused (",
+                 "Paired tests of Iterative + title against", "Paired tests of Iterative + title + fused against",
+                 "0.70 for Iterative + title + fused (chosen on dev"):
+        assert text in report, text
+
+
+def test_summary_title_with_the_real_evaluation(beir, tmp_path, monkeypatch):
+    """The real evaluate_retrieval with summary_title: the indexed texts are title + summary (join_title),
+    eval_info.json records it, and without summaries it is refused before any encoding."""
+    from resume import evaluate
+    from resume.config import ResumeConfig
+    from resume.data import load_beir
+    from resume.errors import ResumeError
+    from resume.lead import join_title
+
+    seen: list[list[str]] = []
+
+    class Counts:
+        def encode_docs(self, texts):
+            seen.append(list(texts))
+            return [[1.0, float(len(t))] for t in texts]
+
+        def encode_queries(self, texts):
+            return [[1.0, 0.0] for _ in texts]
+
+    s = tmp_path / "s.jsonl"
+    ds = load_beir(beir)
+    write_jsonl(s, [{"_id": d, "summary": f"summary {d}"} for d in ds.corpus])
+    cfg = ResumeConfig()
+    cfg.data.path = str(beir)
+    m = evaluate.evaluate_retrieval(cfg, data_dir=beir, split="test", retriever="x", texts=s, out_dir=tmp_path / "e",
+                                    encoder=Counts(), summary_title=True)
+    assert seen[-1] == [join_title(doc["title"], f"summary {d}") for d, doc in ds.corpus.items()]
+    assert seen[-1][0] == "T0. summary d0" and set(m) >= {"mrr@10", "ndcg@10"}
+    assert read_eval_info(tmp_path / "e")["summary_title"] is True
+    evaluate.evaluate_retrieval(cfg, data_dir=beir, split="test", retriever="x", texts=s, out_dir=tmp_path / "f",
+                                encoder=Counts())
+    assert seen[-1][0] == "summary d0" and read_eval_info(tmp_path / "f")["summary_title"] is False
+    n = len(seen)
+    with pytest.raises(ResumeError, match="summary_title .* needs summaries"):
+        evaluate.evaluate_retrieval(cfg, data_dir=beir, split="test", retriever="x", out_dir=tmp_path / "g",
+                                    encoder=Counts(), summary_title=True)
+    assert len(seen) == n and not (tmp_path / "g").exists()
 
 
 def test_early_stop_on_metric_after_completing_the_iteration(beir, tmp_path):

@@ -1047,6 +1047,50 @@ def test_run_dir_serves_its_fused_index(tmp_path, bundle_dir):
     assert read_bundle_meta(bundle_from_run_dir(run, tmp_path / "s"))["mode"] == "summary"
 
 
+def test_run_dir_serves_its_titled_index(tmp_path, bundle_dir, capsys):
+    """--summary-title: each summary indexed after its document's title (from the run's working set), as the
+    run's iterative_titled systems; a titled fused index takes iterative_titled_fused's weight; a built
+    bundle records it, and a titled index takes no added documents (checked before anything loads)."""
+    from resume.errors import ConfigError
+    from resume.serving.loading import resolve_retriever_source
+    from resume.serving.server import build_models, check_models
+
+    run = _fused_run(tmp_path / "run", bundle_dir)
+    m, _ = build_models("retriever", model=str(run), device="cpu", allow_add=False, summary_title=True)
+    try:
+        assert m.bundle.texts[3] == "T3. summary 3" and m.bundle.meta["summary_title"] is True
+        assert m.bundle.meta["source"]["documents"] == str(run / "data")
+        assert m.bundle.mode == "summary"
+    finally:
+        m.stop()
+    plain = read_bundle_meta(bundle_from_run_dir(run, tmp_path / "plain"))
+    assert plain["summary_title"] is False
+    # a titled fused index: the weight the run chose for iterative_titled_fused, not iterative_fused's
+    results = json.loads((run / "results.json").read_text())
+    results["systems"]["iterative_titled_fused"] = {"fusion": {"weight": 0.6, "chosen_on": "dev"}}
+    (run / "results.json").write_text(json.dumps(results))
+    out = bundle_from_run_dir(run, tmp_path / "tf", mode="fused", summary_title=True)
+    meta = read_bundle_meta(out)
+    assert (meta["mode"], meta["fusion_weight"], meta["summary_title"]) == ("fused", 0.6, True)
+    assert json.loads((out / "docs.jsonl").read_text().splitlines()[0])["summary"] == "T0. summary 0"
+    assert read_bundle_meta(bundle_from_run_dir(run, tmp_path / "f", mode="fused"))["fusion_weight"] == 0.3
+    # a built bundle is served as built
+    assert resolve_retriever_source(out, summary_title=True) == out
+    with pytest.raises(ConfigError, match="a bundle with summary_title, not without"):
+        resolve_retriever_source(out, summary_title=False)
+    with pytest.raises(ConfigError, match="add request carries no title"):
+        resolve_retriever_source(out, allow_add=True)
+    # refused before loading: adding to a titled index, from the flag or from the run's config
+    capsys.readouterr()  # the bundling above wrote progress bars
+    assert "the add request does not carry" in _serve_error(capsys, "retriever", "--model", str(run),
+                                                             "--summary-title", "--allow-add")
+    titled_cfg = _fused_run(tmp_path / "run2", bundle_dir, 0.3, "evaluate.summary_title=true")
+    with pytest.raises(ConfigError, match="add request carries no title"):
+        check_models("retriever", model=str(titled_cfg), allow_add=True)
+    check_models("retriever", model=str(titled_cfg))  # serving it read-only is fine
+    assert "are for the retriever" in _serve_error(capsys, "summarizer", "--model", str(run), "--summary-title")
+
+
 def _serve_error(capsys, *argv: str) -> str:
     from resume.cli import main
 

@@ -117,7 +117,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise ResumeError("--fusion-weight and --choose-weight-on exclude each other (give the weight or choose it)")
     # Every argument is checked here, before a model loads.
     cfg.evaluate = eval_config(cfg, mode=args.mode, fusion=args.fusion, fusion_weight=args.fusion_weight,
-                               texts=args.texts, weight_later=bool(choose))
+                               texts=args.texts, weight_later=bool(choose), summary_title=args.summary_title)
     if choose and (cfg.evaluate.mode, cfg.evaluate.fusion) != ("fused", "score"):
         raise ResumeError("--choose-weight-on chooses the document weight of score fusion: use it with "
                           "--mode fused --fusion score")
@@ -229,7 +229,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
           max_wait_ms=args.max_wait_ms, max_k=args.max_k, max_body_bytes=args.max_body_bytes,
           max_chars=args.max_chars, allow_add=args.allow_add, max_added_docs=args.max_added_docs,
           model_repository=args.enable_model_repository, host=args.host, access_log=not args.no_access_log,
-          threads=args.threads, dtype=args.dtype, index_mode=args.index_mode, fusion_weight=args.fusion_weight)
+          threads=args.threads, dtype=args.dtype, index_mode=args.index_mode, fusion_weight=args.fusion_weight,
+          summary_title=args.summary_title)
     return 0
 
 
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--choose-weight-on", metavar="SPLIT",
                    help="score fusion: choose the weight on this split (e.g. dev) first; the curve goes to stderr "
                    "and <out>/fusion_weight.json")
+    p.add_argument("--summary-title", action="store_true", default=None,
+                   help="index each summary after its document's title (default: evaluate.summary_title; beyond "
+                   "the paper)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_evaluate)
     _outputs(p, ("out", "dir", "--out"))
@@ -383,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-weight", type=float, metavar="W",
                    help="fused index: weight of the document view in [0, 1] (default: the run's own, "
                    "results.json systems.iterative_fused.fusion.weight)")
+    p.add_argument("--summary-title", action="store_true", default=None,
+                   help="retriever run directory: index each summary after its document's title, as the run's "
+                   "iterative_titled systems (default: the run's evaluate.summary_title); takes no --allow-add")
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port; 0 disables gRPC")
     p.add_argument("--config", "-c", help="YAML config for the summarizer's prompt/generation settings "

@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from resume.errors import ConfigError
 
 SYSTEMS = ("baseline", "fixed_summary", "non_iterative", "iterative", "full_doc_control", "iterative_fused", "lead",
-           "lead_fused")
+           "lead_fused", "fixed_summary_titled", "iterative_titled", "iterative_titled_fused")
 ABLATIONS = ("no_retrieval_adaptation", "no_negative_queries", "continuous_reward")
 
 
@@ -365,6 +365,11 @@ class EvalConfig:
         "The document view's weight in [0, 1]; null = chosen by the caller on the dev split "
         "(`resume.evaluate.choose_fusion_weight`, `resume evaluate --choose-weight-on dev`).")})
     rrf_k: int = field(default=60, metadata={"help": "The RRF constant (60 as in Cormack et al., 2009)."})
+    summary_title: bool = field(default=False, metadata={"help": (
+        "Index each summary with its document's title before it (`resume.lead.join_title`; every mode, "
+        "wherever a summary is indexed). Beyond the paper, which indexes the summary alone: the loop's "
+        "`*_titled` systems set it for their rows and leave the paper's rows as they are. A document without "
+        "a title keeps its summary.")})
 
     def __post_init__(self):
         _check(self.k >= 10, "evaluate.k", self.k, "an integer >= 10 (MRR@10 needs the top 10)")
@@ -393,7 +398,9 @@ class LoopConfig:
         "Any of baseline, fixed_summary, non_iterative, iterative, full_doc_control (the paper's rows and the "
         "control it lacks), iterative_fused (S_T and the documents as two views of one index, g_T, the "
         "document weight chosen on dev), lead and lead_fused (title + first sentence, no LLM, with g_0: "
-        "alone and fused with the document the same way).")})
+        "alone and fused with the document the same way), fixed_summary_titled, iterative_titled and "
+        "iterative_titled_fused (Fixed Summary, Iterative and Iterative + fused with each summary indexed "
+        "after its document's title, `evaluate.summary_title`; beyond the paper).")})
     ablations: list[str] = field(default_factory=list, metadata={"help": (
         "Any of no_retrieval_adaptation, no_negative_queries, continuous_reward (each a loop of its own).")})
     seed: int = field(default=42, metadata={"help": (

@@ -6,7 +6,8 @@
 
 Index modes (`EvalConfig.mode`): `summary` (each document indexed as its summary; with no summaries, as its
 full text: the Baseline), `fused` (both views, fused by score or RRF, `resume.index.FusedIndex`),
-`long_only` (the summary only for documents longer than the retriever's window).
+`long_only` (the summary only for documents longer than the retriever's window). `EvalConfig.summary_title`
+(beyond the paper): each summary is indexed after its document's title, in every mode.
 
 Conventions (trec_eval semantics, stated once here and tested in tests/test_evaluate.py):
 
@@ -287,15 +288,20 @@ def paired_test(a_per_query: Mapping[str, Any], b_per_query: Mapping[str, Any], 
 # ------------------------------------------------------------------------------------ evaluate stage
 
 
-def load_index_texts(ds: Any, texts: str | Path | None) -> dict[str, str]:
+def load_index_texts(ds: Any, texts: str | Path | None, *, title: bool = False) -> dict[str, str]:
     """doc id -> text to index: the summaries of `texts` (a summaries.jsonl, read by
-    `resume.run_dir.corpus_summaries`: every corpus document needs one), or the full document
-    (`resume.data.doc_text`) when `texts` is None."""
+    `resume.run_dir.corpus_summaries`: every corpus document needs one), each after its document's title
+    when `title` (`resume.lead.join_title`), or the full document (`resume.data.doc_text`) when `texts` is
+    None."""
     from resume.data import doc_text
+    from resume.lead import join_title
 
     if texts is None:
         return {d: doc_text(doc) for d, doc in ds.corpus.items()}
-    return corpus_summaries(ds.corpus, texts)
+    summaries = corpus_summaries(ds.corpus, texts)
+    if not title:
+        return summaries
+    return {d: join_title(ds.corpus[d].get("title") or "", s) for d, s in summaries.items()}
 
 
 MODES = ("summary", "fused", "long_only")
@@ -324,21 +330,26 @@ def long_only_texts(encoder: Any, documents: Mapping[str, str], summaries: Mappi
 
 
 def eval_config(cfg, *, mode: str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
-                texts: Any = None, weight_later: bool = False):
+                texts: Any = None, weight_later: bool = False, summary_title: bool | None = None):
     """`cfg.evaluate` with these overrides (None = keep), checked before any model loads: a mode other than
-    `summary` needs `texts`, and score fusion a weight in [0, 1] (unless `weight_later`: chosen on dev)."""
+    `summary` needs `texts`, and so does `summary_title`; score fusion needs a weight in [0, 1] (unless
+    `weight_later`: chosen on dev)."""
     from dataclasses import replace
 
     from resume.index import check_fusion
 
     e = cfg.evaluate
     ecfg = replace(e, mode=e.mode if mode is None else mode, fusion=e.fusion if fusion is None else fusion,
-                   fusion_weight=e.fusion_weight if fusion_weight is None else fusion_weight)
+                   fusion_weight=e.fusion_weight if fusion_weight is None else fusion_weight,
+                   summary_title=e.summary_title if summary_title is None else bool(summary_title))
     if ecfg.mode not in MODES:
         raise ResumeError(f"evaluate mode {ecfg.mode!r}: expected one of {', '.join(MODES)}")
     if ecfg.mode != "summary" and texts is None:
         raise ResumeError(f"evaluate mode {ecfg.mode!r} needs summaries (--texts): without them every document "
                           "would be fused with, or replaced by, itself; use mode 'summary' for the Baseline")
+    if ecfg.summary_title and texts is None:
+        raise ResumeError("evaluate.summary_title puts each document's title before its summary: it needs "
+                          "summaries (--texts); the full documents (the Baseline) already begin with their title")
     if ecfg.mode == "fused" and not (weight_later and ecfg.fusion == "score"):
         check_fusion(ecfg.fusion, ecfg.fusion_weight, ecfg.rrf_k)
     return ecfg
@@ -405,7 +416,8 @@ def build_eval_index(ecfg, encoder: Any, documents: Mapping[str, str] | None, su
 
 def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path | None = None,
                        out_dir: str | Path, encoder: Any = None, mode: str | None = None,
-                       fusion_weight: float | None = None, run_dir: str | Path | None = None) -> dict[str, float]:
+                       fusion_weight: float | None = None, summary_title: bool | None = None,
+                       run_dir: str | Path | None = None) -> dict[str, float]:
     """Index the texts with FAISS, search `split`'s queries at `cfg.evaluate.k`, and write `run.trec`,
     `metrics.json`, `per_query.json` and `eval_info.json` into `out_dir` (each atomically). Returns the
     metrics dict.
@@ -413,7 +425,8 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
     What is indexed follows `mode` (None = `cfg.evaluate.mode`, see `EvalConfig`): `summary` indexes the
     summaries of `texts` (summaries.jsonl), or the full documents when `texts` is None (the Baseline);
     `fused` and `long_only` need `texts`. `fusion_weight` (None = `cfg.evaluate.fusion_weight`) is the
-    document view's weight in score fusion. `encoder`: any object with `encode_queries` / `encode_docs`
+    document view's weight in score fusion. `summary_title` (None = `cfg.evaluate.summary_title`): each
+    summary after its document's title (`load_index_texts`). `encoder`: any object with `encode_queries` / `encode_docs`
     (and `count_tokens` + `max_length` for `long_only`; default `resume.retriever.Encoder` of `retriever`).
     `run_dir`: the run directory `out_dir` lies in (`resume run` passes it), so that eval_info.json holds the
     paths inside it relative (`write_eval_info`). Works on any BEIR-layout directory; the data working set
@@ -421,11 +434,11 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
     """
     from resume.data import load_beir, select_working_set
 
-    ecfg = eval_config(cfg, mode=mode, fusion_weight=fusion_weight, texts=texts)
+    ecfg = eval_config(cfg, mode=mode, fusion_weight=fusion_weight, texts=texts, summary_title=summary_title)
     t0 = time.perf_counter()
     ds = select_working_set(load_beir(data_dir), cfg.data)
     qrels, qids = _split_queries(ds, data_dir, split)
-    summaries = None if texts is None else load_index_texts(ds, texts)
+    summaries = None if texts is None else load_index_texts(ds, texts, title=ecfg.summary_title)
     documents = load_index_texts(ds, None) if summaries is None or ecfg.mode != "summary" else None
     encoder = encoder if encoder is not None else load_encoder(cfg, retriever)
     t1 = time.perf_counter()
@@ -450,7 +463,8 @@ def evaluate_retrieval(cfg, *, data_dir: str | Path, split: str, retriever: str,
         "n_judged_queries": len(per_query), "index": index.kind, "k": ecfg.k, "mode": ecfg.mode,
         "fusion": ecfg.fusion if fused else None,
         "fusion_weight": ecfg.fusion_weight if fused and ecfg.fusion == "score" else None,
-        "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None, **view_info,
+        "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None, "summary_title": ecfg.summary_title,
+        **view_info,
         "seconds": {"load": t1 - t0, "encode": t2 - t1, "search": t3 - t2, "metrics": t4 - t3},
     }, run_dir=run_dir)
     atomic_write_json(out / "metrics.json", metrics)
@@ -507,13 +521,13 @@ def read_eval_info(eval_dir: str | Path) -> dict[str, Any]:
 
 
 def choose_fusion_weight(cfg, *, data_dir: str | Path, split: str, retriever: str, texts: str | Path,
-                         grid: Iterable[float] = WEIGHT_GRID, metric: str = "mrr@10", encoder: Any = None
-                         ) -> dict[str, Any]:
+                         grid: Iterable[float] = WEIGHT_GRID, metric: str = "mrr@10", encoder: Any = None,
+                         summary_title: bool | None = None) -> dict[str, Any]:
     """The document weight of score fusion that maximises `metric` on `split` (the dev split).
 
     Both views and the queries are encoded once and each view searched once at `cfg.evaluate.k`; each weight
     of `grid` then only re-fuses those candidates. Ties go to the larger document weight (the system closer
-    to the Baseline). Returns {"weight", "metric", "value", "split", "curve": {weight: value}}.
+    to the Baseline). `summary_title` as `evaluate_retrieval`'s. Returns {"weight", "metric", "value", "split", "curve": {weight: value}}.
     """
     from resume.data import load_beir, select_working_set
     from resume.index import id_hits
@@ -523,10 +537,11 @@ def choose_fusion_weight(cfg, *, data_dir: str | Path, split: str, retriever: st
         raise ResumeError(f"fusion weight grid {grid}: expected one or more numbers in [0, 1]")
     if metric not in METRICS:
         raise ResumeError(f"metric {metric!r}: expected one of {', '.join(METRICS)}")
-    ecfg = eval_config(cfg, mode="fused", fusion="score", fusion_weight=grid[0], texts=texts)
+    ecfg = eval_config(cfg, mode="fused", fusion="score", fusion_weight=grid[0], texts=texts,
+                       summary_title=summary_title)
     ds = select_working_set(load_beir(data_dir), cfg.data)
     qrels, qids = _split_queries(ds, data_dir, split)
-    documents, summaries = load_index_texts(ds, None), load_index_texts(ds, texts)
+    documents, summaries = load_index_texts(ds, None), load_index_texts(ds, texts, title=ecfg.summary_title)
     encoder = encoder if encoder is not None else load_encoder(cfg, retriever)
     index, _ = build_eval_index(ecfg, encoder, documents, summaries)
     q_emb = np.asarray(encoder.encode_queries([ds.queries[q] for q in qids]), dtype=np.float32)

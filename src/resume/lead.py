@@ -13,6 +13,9 @@ and `fig. 1` are not sentence ends) is detected (spaced ends at least as common 
 only a spaced mark ends a sentence. Cranfield abstracts begin by repeating the title: a first sentence
 that repeats the title (same letters and digits, or 90% similar) is skipped, so the lead is the title plus
 the first sentence of the body. A first "sentence" with no end punctuation is cut to its first 30 words.
+
+`join_title` is the one join of a title and a text: the lead's, and the index-time option
+`evaluate.summary_title` (a document's title before its LLM summary, `resume.evaluate.load_index_texts`).
 """
 
 from __future__ import annotations
@@ -66,6 +69,16 @@ def strip_title(text: str, title: str) -> str:
     return text
 
 
+def join_title(title: str, text: str) -> str:
+    """`title` then `text`, with a period between them unless the title already ends with one (`.?!:`);
+    whichever is empty is left out (so a collection without titles, MEDLINE, keeps its texts as they are).
+    Whitespace inside the title is collapsed."""
+    title = " ".join(str(title or "").split())
+    if not title or not text:
+        return title or text
+    return f"{title} {text}" if _ENDS.search(title) else f"{title}. {text}"
+
+
 def lead_text(doc: Mapping[str, Any], max_words: int = MAX_WORDS) -> str:
     """Title + first sentence of `doc` ({"title", "text"}); the title alone when the text is empty (or only
     repeats it), the first sentence alone when there is no title. Empty only for a document with no words."""
@@ -76,11 +89,7 @@ def lead_text(doc: Mapping[str, Any], max_words: int = MAX_WORDS) -> str:
     first = sentences[0] if sentences else ""
     if first and not _ENDS.search(first):
         first = " ".join(first.split()[:max_words])
-    if title and first:
-        lead = f"{title} {first}" if _ENDS.search(title) else f"{title}. {first}"
-    else:
-        lead = title or first
-    return lead or " ".join(doc_text(dict(doc)).split()[:max_words])
+    return join_title(title, first) or " ".join(doc_text(dict(doc)).split()[:max_words])
 
 
 def _rows(corpus: Iterator[dict], tokenizer: Any, batch: int = 1024) -> Iterator[dict[str, Any]]:

@@ -21,6 +21,11 @@ What runs (f = summarizer, g = retriever, S = summaries of the working-set corpu
                 full_doc_control = g_0 fine-tuned on FULL documents for T rounds with the same finetune
                 config as the loop (same steps, same schedule per round), over full documents
                                                    -> full_doc_control/round_XX/retriever, round_T/eval_test/
+                iterative_fused = documents and S_T as two views, g_T, the document weight chosen on dev
+                lead, lead_fused = title + first sentence (no LLM), g_0, alone and fused the same way
+                fixed_summary_titled, iterative_titled, iterative_titled_fused = Fixed Summary, Iterative and
+                Iterative + fused with each summary indexed after its document's title (beyond the paper:
+                evaluate.summary_title, resume.lead.join_title); the paper's rows stay as they are
     ablations   each a separate loop under ablations/<name>/ with the same baseline and S_0:
                 no_retrieval_adaptation (g stays g_0; its iteration 1 IS the main loop's f_1/S_1, so it is
                 reused), no_negative_queries (reward.use_negatives=false), continuous_reward (reward.discrete=false).
@@ -240,14 +245,17 @@ class _Ctx:
 
     def evaluate(self, label: str, scope: Path, name: str, split: str, retriever: str, texts: str | None,
                  out: Path, cfg: ResumeConfig | None = None, *, data_dir: Path | None = None,
-                 fusion_weight: float | None = None, encoder: Any = None) -> dict[str, float]:
+                 fusion_weight: float | None = None, encoder: Any = None, title: bool = False) -> dict[str, float]:
         """Evaluate one system; `fusion_weight` given = the fused index (document + `texts`) with that
-        weight on the document view, else the index of `texts` alone (None: the full documents).
+        weight on the document view, else the index of `texts` alone (None: the full documents); `title`:
+        each summary after its document's title (`evaluate.summary_title`).
         `encoder`: the retriever's encoder to use (None: the stage loads `retriever`)."""
         fn = self.stages.get("evaluate_retrieval")
         c = cfg or self.cfg
-        # the loop names each system's index itself (evaluate.mode is the served index's, see EvalConfig)
+        # the loop names each system's index itself (evaluate.mode and evaluate.summary_title are the served
+        # index's, see EvalConfig)
         kw = {"mode": "summary"} if fusion_weight is None else {"mode": "fused", "fusion_weight": fusion_weight}
+        kw["summary_title"] = title
         if encoder is not None:
             kw["encoder"] = encoder
         kw["run_dir"] = str(self.run.run_dir)  # eval_info.json holds the paths inside it relative
@@ -258,26 +266,29 @@ class _Ctx:
 
     def test_system(self, label: str, scope: Path, retriever: str, texts: str | None, *,
                     fusion_weight: float | None = None, cfg: ResumeConfig | None = None,
-                    data_dir: Path | None = None, split: str | None = None, encoder: Any = None) -> dict[str, Any]:
+                    data_dir: Path | None = None, split: str | None = None, encoder: Any = None,
+                    title: bool = False) -> dict[str, Any]:
         """One system of the results table: `retriever` over `texts` (None: the full documents; with
-        `fusion_weight`: fused with them) on the test split, into <scope>/eval_test.
+        `fusion_weight`: fused with them; `title`: each summary after its title) on the test split, into
+        <scope>/eval_test.
         Returns {"test": metrics, "dir": the eval dir} (results.json `systems.<name>`)."""
         out = scope / rd.EVAL_TEST
         split = split or (cfg or self.cfg).data.test_split
         return {"test": self.evaluate(label, scope, "evaluate-test", split, retriever, texts, out, cfg,
-                                      data_dir=data_dir, fusion_weight=fusion_weight, encoder=encoder),
+                                      data_dir=data_dir, fusion_weight=fusion_weight, encoder=encoder, title=title),
                 "dir": str(out)}
 
-    def fused_system(self, label: str, scope: Path, retriever: str, texts: str) -> dict[str, Any]:
+    def fused_system(self, label: str, scope: Path, retriever: str, texts: str, *, title: bool = False
+                     ) -> dict[str, Any]:
         """A fused system (documents and `texts` as two views): the document weight (`fusion_weight`), then
         the test evaluation with it. Both stages share one encoder that encodes each view once
         (`evaluate.CachingEncoder`; the model loads on first use, so not at all when both stages are done)."""
         from resume.evaluate import CachingEncoder
 
         enc = CachingEncoder(_LazyEncoder(self.cfg, retriever))
-        w = self.fusion_weight(label, scope, retriever, texts, encoder=enc)
-        return {**self.test_system(label, scope, retriever, texts, fusion_weight=w["weight"], encoder=enc),
-                "fusion": w}
+        w = self.fusion_weight(label, scope, retriever, texts, encoder=enc, title=title)
+        return {**self.test_system(label, scope, retriever, texts, fusion_weight=w["weight"], encoder=enc,
+                                   title=title), "fusion": w}
 
     def quality(self, label: str, scope: Path, summaries: str, cfg: ResumeConfig | None = None, *,
                 data_dir: Path | None = None) -> dict[str, Any]:
@@ -288,14 +299,14 @@ class _Ctx:
                                                                    summaries=summaries, judge=self.g0))
 
     def fusion_weight(self, label: str, scope: Path, retriever: str, texts: str, *,
-                      encoder: Any = None) -> dict[str, Any]:
+                      encoder: Any = None, title: bool = False) -> dict[str, Any]:
         """The document view's weight in the fused index: chosen on the dev split (`choose_fusion_weight`)
         unless `evaluate.fusion_weight` fixes it; 0.5 without a dev split."""
         fixed = self.cfg.evaluate.fusion_weight
         if fixed is not None or not self.has_dev:
             return {"weight": 0.5 if fixed is None else fixed, "chosen_on": None}
         fn = self.stages.get("choose_fusion_weight")
-        kw = {} if encoder is None else {"encoder": encoder}
+        kw = {"summary_title": title} if encoder is None else {"encoder": encoder, "summary_title": title}
         res = self.run.stage(label, scope, "choose-fusion-weight", lambda: fn(
             self.cfg, data_dir=str(self.data_dir), split=self.cfg.data.dev_split, retriever=retriever, texts=texts,
             **kw))
@@ -422,8 +433,8 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
                          sys_metrics: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The systems on `data.ood` (split `data.ood_split`) with the models trained in domain, as the paper's
     NFCorpus table: Baseline (g_0, documents), Fixed Summary (f_0's summaries, g_0), Iterative (f_T, g_T),
-    Iterative + fused (the in-domain weight), the full-doc control and the lead control (alone and fused
-    with the in-domain weights) where the in-domain run has them. Nothing is chosen on the OOD queries."""
+    Iterative + fused (the in-domain weight), the full-doc control, the lead control (alone and fused
+    with the in-domain weights) and the titled systems where the in-domain run has them. Nothing is chosen on the OOD queries."""
     from resume.data import resolve_data_path
 
     ood_dir = Path(resolve_data_path(cfg.data.ood, splits=(cfg.data.ood_split,)))
@@ -442,9 +453,9 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
     systems: dict[str, dict[str, Any]] = {}
     summ = ctx.stages.get("summarize_corpus")
 
-    def ev(name: str, retriever: str, texts: str | None, weight: float | None = None) -> None:
+    def ev(name: str, retriever: str, texts: str | None, weight: float | None = None, title: bool = False) -> None:
         systems[name] = ctx.test_system(f"ood {name}", od / name, retriever, texts, fusion_weight=weight, cfg=ocfg,
-                                        data_dir=ood_dir, split=split)
+                                        data_dir=ood_dir, split=split, title=title)
         if weight is not None:
             systems[name]["fusion_weight"] = weight
 
@@ -461,6 +472,8 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
     s0 = summaries("fixed_summary", ctx.f0)
     quality["fixed_summary"] = ctx.quality("ood fixed_summary", od / "fixed_summary", s0, ocfg, data_dir=ood_dir)
     ev("fixed_summary", ctx.g0, s0)
+    if "fixed_summary_titled" in sys_metrics:  # a corpus without titles (MEDLINE) gives the untitled numbers
+        ev("fixed_summary_titled", ctx.g0, s0, title=True)
     if main is not None:
         f_T, g_T = main["final"]["summarizer"], main["final"]["retriever"]
         s_T = summaries("iterative", f_T)
@@ -468,6 +481,10 @@ def _out_of_distribution(ctx: _Ctx, cfg: ResumeConfig, run_dir: Path, main: dict
         ev("iterative", g_T, s_T)
         if "iterative_fused" in sys_metrics:
             ev("iterative_fused", g_T, s_T, sys_metrics["iterative_fused"]["fusion"]["weight"])
+        if "iterative_titled" in sys_metrics:
+            ev("iterative_titled", g_T, s_T, title=True)
+        if "iterative_titled_fused" in sys_metrics:
+            ev("iterative_titled_fused", g_T, s_T, sys_metrics["iterative_titled_fused"]["fusion"]["weight"], title=True)
     if "full_doc_control" in sys_metrics:
         ev("full_doc_control", sys_metrics["full_doc_control"]["retriever"], None)
     if {"lead", "lead_fused"} & set(sys_metrics):
@@ -586,7 +603,7 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
 
     # 3. iteration 0: S_0 (fixed summary) and its dev MRR@10 (the loop's starting point for eps_metric)
     loops_needed = bool({"non_iterative", "iterative", "full_doc_control"} & set(systems)) or bool(ablations)
-    needs_s0 = "fixed_summary" in systems or (loops_needed and cfg.loop.eps_metric is not None and has_dev)
+    needs_s0 = bool({"fixed_summary", "fixed_summary_titled"} & set(systems)) or (loops_needed and cfg.loop.eps_metric is not None and has_dev)
     if needs_s0:
         d0 = rd.iter_dir(run_dir, 0)
         s0 = d0 / rd.SUMMARIES
@@ -632,6 +649,18 @@ def _run_loop(cfg: ResumeConfig, run_dir: Path, force: bool, stages: Stages, tra
         d = run_dir / "iterative_fused"
         g_T, s_T = main["final"]["retriever"], main["iterations"][-1]["summaries"]
         sys_metrics["iterative_fused"] = ctx.fused_system("iterative_fused", d, g_T, s_T)
+    # ... and each summary indexed after its document's title (evaluate.summary_title), beside the paper's rows
+    if "fixed_summary_titled" in systems and ctx.s0 is not None:
+        sys_metrics["fixed_summary_titled"] = ctx.test_system("fixed_summary_titled", run_dir / "fixed_summary_titled",
+                                                              ctx.g0, ctx.s0, title=True)
+    if main is not None and {"iterative_titled", "iterative_titled_fused"} & set(systems):
+        g_T, s_T = main["final"]["retriever"], main["iterations"][-1]["summaries"]
+        if "iterative_titled" in systems:
+            sys_metrics["iterative_titled"] = ctx.test_system("iterative_titled", run_dir / "iterative_titled", g_T,
+                                                              s_T, title=True)
+        if "iterative_titled_fused" in systems:
+            sys_metrics["iterative_titled_fused"] = ctx.fused_system(
+                "iterative_titled_fused", run_dir / "iterative_titled_fused", g_T, s_T, title=True)
     if {"lead", "lead_fused"} & set(systems):
         lead = _write_lead(ctx, "lead", run_dir / "lead", data_dir)
         ctx.extra["lead_quality"] = ctx.quality("lead", run_dir / "lead", lead)

@@ -12,7 +12,7 @@ Layout (format version 1; version 2 = the same plus an index mode other than `su
                        "index": {"dir": "index", "kind": "flat"|"ivf"|"hnsw", "metric": "inner_product"},
                        "docs": "docs.jsonl", "source": {...}, "created": ISO time,
                        "mode": "summary"|"fused"|"long_only", "fusion": "score"|"rrf"|null,
-                       "fusion_weight": float|null, "rrf_k": int|null,
+                       "fusion_weight": float|null, "rrf_k": int|null, "summary_title": bool,
                        "documents": {"index": {...as "index"}, "docs": "documents.jsonl"} | null}
       retriever/      HF encoder dir (what `resume.retriever.Encoder(dir, cfg)` loads)
       index/          `resume.index.DocIndex.save`: index.faiss (FAISS, CPU form) + ids.json (row -> doc id)
@@ -23,7 +23,8 @@ Layout (format version 1; version 2 = the same plus an index mode other than `su
 `summary` holds the text that was indexed (a summary S_t, or the full document for the baseline; under
 `long_only` the summary of a document longer than the retriever's window, else the document). The modes
 are `EvalConfig.mode`'s, searched as `resume.evaluate` does (`fused`: `resume.index.FusedIndex`). A bundle
-without `mode` (written before modes existed) is a `summary` bundle.
+without `mode` (written before modes existed) is a `summary` bundle. `summary_title` true: each summary was
+indexed after its document's title (`EvalConfig.summary_title`; absent = false).
 The bundle is written to a temporary sibling directory and renamed into place, so a reader never
 sees half a bundle; an existing bundle at the same path is replaced.
 """
@@ -70,15 +71,19 @@ def read_texts(texts: str | Path | dict[str, str]) -> dict[str, str]:
     return out
 
 
-def read_documents(documents: str | Path | dict[str, str]) -> dict[str, str]:
+def read_documents(documents: str | Path | dict[str, str], *, field: str = "text") -> dict[str, str]:
     """doc id -> full text: a dict, a BEIR-layout directory or a BEIR corpus JSONL file ({"_id", "text"},
-    optional "title"), as `resume.data.doc_text` of each row (what `resume evaluate` indexes)."""
+    optional "title"), as `resume.data.doc_text` of each row (what `resume evaluate` indexes); `field`
+    "title": doc id -> title instead ("" where a row has none; a dict is then taken as the titles)."""
     if isinstance(documents, dict):
         return {str(k): str(v) for k, v in documents.items()}
     from resume.data import CORPUS_FILE, doc_text, read_corpus
 
     path = Path(documents)
-    return {d["_id"]: doc_text(d) for d in read_corpus(path / CORPUS_FILE if path.is_dir() else path)}
+    rows = read_corpus(path / CORPUS_FILE if path.is_dir() else path)
+    if field == "title":
+        return {d["_id"]: str(d.get("title") or "") for d in rows}
+    return {d["_id"]: doc_text(d) for d in rows}
 
 
 def hf_dir(path: str | Path) -> Path:
@@ -131,7 +136,8 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
                            cfg: ResumeConfig | RetrieverConfig | None = None, device: str | None = None,
                            source: dict[str, Any] | None = None,
                            documents: str | Path | dict[str, str] | None = None, mode: str | None = None,
-                           fusion: str | None = None, fusion_weight: float | None = None) -> Path:
+                           fusion: str | None = None, fusion_weight: float | None = None,
+                           summary_title: bool | None = None) -> Path:
     """Encode `texts` with `retriever` and write a bundle to `out_dir` (atomically). Returns `out_dir`.
 
     retriever: model name / HF dir, or an already loaded `resume.retriever.Encoder`.
@@ -141,22 +147,34 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
     mode / fusion / fusion_weight: override `cfg.evaluate`'s (see `EvalConfig`). `fused` and `long_only` need
         the full documents: `documents` ({doc_id: text}, a BEIR directory or a {"_id", "text"} JSONL file;
         default `cfg.data.path`), one for every id of `texts`.
+    summary_title: override `cfg.evaluate.summary_title`: each text after its document's title, from
+        `documents` (a BEIR directory or corpus JSONL with titles; default `cfg.data.path`).
     """
     from resume.evaluate import eval_config, long_only_texts
     from resume.index import DocIndex
+    from resume.lead import join_title
     from resume.retriever import Encoder
 
     rcfg = cfg.retriever if isinstance(cfg, ResumeConfig) else (cfg or RetrieverConfig())
     ecfg = eval_config(cfg if isinstance(cfg, ResumeConfig) else ResumeConfig(evaluate=EvalConfig()), mode=mode,
-                       fusion=fusion, fusion_weight=fusion_weight, texts=texts)
+                       fusion=fusion, fusion_weight=fusion_weight, texts=texts, summary_title=summary_title)
     docs = read_texts(texts)
     ids = list(docs)
     full = None
-    if ecfg.mode != "summary":
+    if ecfg.mode != "summary" or ecfg.summary_title:
         if documents is None and isinstance(cfg, ResumeConfig):
             documents = cfg.data.path
         if documents is None:
-            raise ResumeError(f"a {ecfg.mode} bundle needs the full documents (documents=...)")
+            what = f"a {ecfg.mode} bundle" if ecfg.mode != "summary" else "a bundle with summary_title"
+            raise ResumeError(f"{what} needs the full documents (documents=...)")
+        if ecfg.summary_title:
+            titles = read_documents(documents, field="title")
+            missing = [i for i in ids if i not in titles]
+            if missing:
+                raise DataError(str(documents), None, f"{len(missing)} of {len(ids)} indexed ids have no document "
+                                                      f"to take a title from (e.g. {missing[:3]})")
+            docs = {i: join_title(titles[i], docs[i]) for i in ids}
+    if ecfg.mode != "summary":
         full = read_documents(documents)
         missing = [i for i in ids if i not in full]
         if missing:
@@ -198,13 +216,15 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
             "fusion": ecfg.fusion if fused else None,
             "fusion_weight": ecfg.fusion_weight if fused and ecfg.fusion == "score" else None,
             "rrf_k": ecfg.rrf_k if fused and ecfg.fusion == "rrf" else None,
+            "summary_title": ecfg.summary_title,
             "documents": {"index": {"dir": "doc_index", "kind": doc_index.kind, "metric": "inner_product"},
                           "docs": "documents.jsonl"} if fused else None,
             "source": {"retriever": str(retriever if isinstance(retriever, str | Path) else
                                         getattr(retriever, "name_or_path", type(retriever).__name__)),
                        "texts": str(texts) if not isinstance(texts, dict) else f"<{len(docs)} texts>",
                        **({"documents": str(documents) if not isinstance(documents, dict)
-                           else f"<{len(full)} documents>"} if full is not None else {}),
+                           else f"<{len(documents)} documents>"}
+                          if full is not None or ecfg.summary_title else {}),
                        **(source or {})},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -218,36 +238,40 @@ def build_retriever_bundle(out_dir: str | Path, *, retriever: Any, texts: str | 
 
 def bundle_from_run_dir(run_dir: str | Path, out_dir: str | Path, *, cfg: ResumeConfig | None = None,
                         device: str | None = None, mode: str | None = None,
-                        fusion_weight: float | None = None) -> Path:
+                        fusion_weight: float | None = None, summary_title: bool | None = None) -> Path:
     """Bundle a run's final retriever over its last summaries (see `last_iteration`), indexed as `mode`.
 
     A single iteration directory (`retriever/` + `summaries.jsonl`) works too. See `run_bundle_args` for
     the config, the mode, the fusion weight and the documents.
     """
     return build_retriever_bundle(out_dir, device=device,
-                                  **run_bundle_args(run_dir, cfg=cfg, mode=mode, fusion_weight=fusion_weight))
+                                  **run_bundle_args(run_dir, cfg=cfg, mode=mode, fusion_weight=fusion_weight,
+                                                    summary_title=summary_title))
 
 
-def run_fusion_weight(run_dir: str | Path) -> float | None:
+def run_fusion_weight(run_dir: str | Path, *, titled: bool = False) -> float | None:
     """The document view's weight the run used for its fused index: `systems.iterative_fused.fusion.weight`
-    of its results.json (chosen on dev, unless `evaluate.fusion_weight` fixed it); None when there is none."""
+    (`iterative_titled_fused` when `titled`) of its results.json (chosen on dev, unless
+    `evaluate.fusion_weight` fixed it); None when there is none."""
     try:
         r = json.loads((Path(run_dir) / RESULTS_FILE).read_text(encoding="utf-8"))
-        w = r["systems"]["iterative_fused"]["fusion"]["weight"]
+        w = r["systems"]["iterative_titled_fused" if titled else "iterative_fused"]["fusion"]["weight"]
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         return None
     return float(w) if isinstance(w, int | float) and not isinstance(w, bool) else None
 
 
 def run_bundle_args(run_dir: str | Path, *, cfg: ResumeConfig | None = None, mode: str | None = None,
-                    fusion_weight: float | None = None) -> dict[str, Any]:
+                    fusion_weight: float | None = None, summary_title: bool | None = None) -> dict[str, Any]:
     """The `build_retriever_bundle` arguments (but `out_dir`, `device`) of a run (or iteration) directory,
     checked before any model loads.
 
     cfg: default the run's `config.yaml` (`find_run_config`), else the defaults. mode: default
     `cfg.evaluate.mode`. fusion_weight (score fusion): default the run's own (`run_fusion_weight`), else
-    `evaluate.fusion_weight`; neither is an error. Documents (`fused`, `long_only`): the run's
-    materialised working set, `<run_dir>/data` (or a parent's, for an iteration directory), else `data.path`.
+    `evaluate.fusion_weight`; neither is an error. summary_title: default `cfg.evaluate.summary_title`
+    (a titled fused index takes the weight of the run's `iterative_titled_fused`). Documents (`fused`,
+    `long_only`, or the titles of `summary_title`): the run's materialised working set, `<run_dir>/data` (or a
+    parent's, for an iteration directory), else `data.path`.
     """
     from resume.data import CORPUS_FILE
     from resume.evaluate import eval_config
@@ -260,32 +284,43 @@ def run_bundle_args(run_dir: str | Path, *, cfg: ResumeConfig | None = None, mod
     if cfg is None:
         cfg = find_run_config(summaries.parent)
     mode = mode or cfg.evaluate.mode
+    titled = cfg.evaluate.summary_title if summary_title is None else bool(summary_title)
     if mode == "fused" and cfg.evaluate.fusion == "score" and fusion_weight is None:
-        fusion_weight = run_fusion_weight(run_dir)
+        fusion_weight = run_fusion_weight(run_dir, titled=titled)
+        system = "iterative_titled_fused" if titled else "iterative_fused"
         if fusion_weight is None and cfg.evaluate.fusion_weight is None:
-            raise ConfigError(f"{run_dir / RESULTS_FILE}: no fusion weight (systems.iterative_fused.fusion.weight) "
-                              "for the fused index: pass --fusion-weight W, or rerun with the iterative_fused system")
+            raise ConfigError(f"{run_dir / RESULTS_FILE}: no fusion weight (systems.{system}.fusion.weight) "
+                              f"for the fused index: pass --fusion-weight W, or rerun with the {system} system")
     elif fusion_weight is not None and mode != "fused":
         raise ConfigError(f"a fusion weight ({fusion_weight}) is for the fused index; this one is {mode}")
-    eval_config(cfg, mode=mode, fusion_weight=fusion_weight, texts=summaries)  # the remaining checks
+    eval_config(cfg, mode=mode, fusion_weight=fusion_weight, texts=summaries, summary_title=titled)  # the rest
     documents = None
-    if mode != "summary":
+    if mode != "summary" or titled:
         documents = next((d / "data" for d in (run_dir, *run_dir.resolve().parents[:3])
                           if (d / "data" / CORPUS_FILE).is_file()), None)
     return {"retriever": str(retriever), "texts": summaries, "cfg": cfg, "mode": mode,
-            "fusion_weight": fusion_weight, "documents": documents,
+            "fusion_weight": fusion_weight, "documents": documents, "summary_title": titled,
             "source": {"run_dir": str(run_dir), "summaries": str(summaries)}}
 
 
 def check_bundle_mode(meta: dict[str, Any], path: str | Path, *, mode: str | None = None,
-                      fusion_weight: float | None = None) -> None:
-    """ConfigError when an asked-for index mode or fusion weight contradicts a built bundle's (`meta`)."""
-    have, w = meta.get("mode") or "summary", meta.get("fusion_weight")
+                      fusion_weight: float | None = None, summary_title: bool | None = None,
+                      allow_add: bool = False) -> None:
+    """ConfigError when an asked-for index mode, fusion weight or summary_title contradicts a built bundle's
+    (`meta`), or when documents are to be added to a titled index (an add request carries no title)."""
+    have, w, titled = meta.get("mode") or "summary", meta.get("fusion_weight"), bool(meta.get("summary_title"))
     hint = "(an index mode applies to a run directory, bundled at start-up; omit it or rebuild the bundle)"
     if mode is not None and mode != have:
         raise ConfigError(f"{path}: a {have} bundle, not {mode} {hint}")
     if fusion_weight is not None and (w is None or abs(float(w) - fusion_weight) > 1e-9):
         raise ConfigError(f"{path}: the bundle's fusion weight is {w}, not {fusion_weight} {hint}")
+    if summary_title is not None and bool(summary_title) != titled:
+        raise ConfigError(f"{path}: a bundle {'with' if titled else 'without'} summary_title, not "
+                          f"{'with' if summary_title else 'without'} {hint}")
+    if allow_add and titled:
+        raise ConfigError(f"{path}: its summaries are indexed after their titles (summary_title), and an add "
+                          "request carries no title: serve it without --allow-add, or bundle the run without "
+                          "--summary-title to add documents")
 
 
 def find_run_config(path: str | Path) -> ResumeConfig:

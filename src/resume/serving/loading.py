@@ -75,32 +75,37 @@ def _local_bundle(local: Path) -> Path | None:
     return next((d for d in (local, local / "bundle", local / "artifacts" / "bundle") if is_bundle(d)), None)
 
 
-def check_retriever_source(model: str | Path, *, mode: str | None = None, fusion_weight: float | None = None) -> None:
-    """Check an index mode / fusion weight against a local `--model` before anything loads: a built bundle's
-    must agree (`check_bundle_mode`); a run directory's must be buildable (`run_bundle_args`, e.g. a fused
-    index needs a weight). An MLflow URI is checked once downloaded, a path that is neither when resolved."""
+def check_retriever_source(model: str | Path, *, mode: str | None = None, fusion_weight: float | None = None,
+                           summary_title: bool | None = None, allow_add: bool = False) -> None:
+    """Check an index mode / fusion weight / summary_title against a local `--model` before anything loads: a
+    built bundle's must agree (`check_bundle_mode`); a run directory's must be buildable (`run_bundle_args`,
+    e.g. a fused index needs a weight); a titled index takes no added documents (`allow_add`). An MLflow URI
+    is checked once downloaded, a path that is neither when resolved."""
     if is_mlflow_uri(str(model)) or not Path(model).is_dir():
         return
     found = _local_bundle(Path(model))
     if found is not None:
-        check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight)
+        check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight,
+                          summary_title=summary_title, allow_add=allow_add)
         return
     try:
-        run_bundle_args(model, mode=mode, fusion_weight=fusion_weight)
+        args = run_bundle_args(model, mode=mode, fusion_weight=fusion_weight, summary_title=summary_title)
+        check_bundle_mode({"summary_title": args["summary_title"]}, model, allow_add=allow_add)
     except ModelError:
         pass  # not a run directory: `resolve_retriever_source` says what it expected
 
 
 def resolve_retriever_source(model: str | Path, *, device: str | None = None, work_dir: str | Path | None = None,
-                             mode: str | None = None, fusion_weight: float | None = None) -> Path:
+                             mode: str | None = None, fusion_weight: float | None = None,
+                             summary_title: bool | None = None, allow_add: bool = False) -> Path:
     """A local bundle directory for `--model` (downloading or bundling a run directory as needed).
 
     work_dir: where a download (`<work_dir>/download`) or the bundle of a run directory
     (`<work_dir>/bundle`) goes; the caller removes it. Without it, a run directory is bundled in a new
     `resume-bundle-*` temporary directory (removed again if bundling fails) and MLflow picks the
     download's place.
-    mode / fusion_weight: the index of a run directory's bundle (`bundle_from_run_dir`); for a built
-    bundle they must agree with its own (`check_bundle_mode`).
+    mode / fusion_weight / summary_title: the index of a run directory's bundle (`bundle_from_run_dir`); for
+    a built bundle they must agree with its own (`check_bundle_mode`). allow_add: refused for a titled index.
     """
     downloaded = is_mlflow_uri(str(model))
     if downloaded:
@@ -113,18 +118,22 @@ def resolve_retriever_source(model: str | Path, *, device: str | None = None, wo
     # registry artifacts: the bundle may sit a few levels down (pyfunc: artifacts/bundle)
     found = _find(local, is_bundle) if downloaded else _local_bundle(local)
     if found is not None:
-        check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight)
+        check_bundle_mode(read_bundle_meta(found), found, mode=mode, fusion_weight=fusion_weight,
+                          summary_title=summary_title, allow_add=allow_add)
         return found
     own = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="resume-bundle-") if own else work_dir)
     try:
-        return bundle_from_run_dir(local, work / "bundle", device=device, mode=mode, fusion_weight=fusion_weight)
+        built = bundle_from_run_dir(local, work / "bundle", device=device, mode=mode, fusion_weight=fusion_weight,
+                                    summary_title=summary_title)
     except ModelError:
         raise ModelError(f"{model}: neither a retriever bundle ({BUNDLE_FILE}) nor a run directory with "
                          "iter_NN/retriever + summaries.jsonl") from None
     finally:
         if own and not (work / "bundle").is_dir():  # failed: nothing half-built is left behind
             shutil.rmtree(work, ignore_errors=True)
+    check_bundle_mode(read_bundle_meta(built), built, allow_add=allow_add)  # checked before building, for a local run
+    return built
 
 
 def _is_hf_dir(d: Path) -> bool:

@@ -92,18 +92,21 @@ class RetrieverModel(kserve.Model):
     max_added_docs: how many documents `add_documents` accepts over the model's life.
     index_mode / fusion_weight: the index of a run directory's bundle (`summary`, `fused`, `long_only`;
     default the run's `evaluate.mode`, and for `fused` the run's own weight); a built bundle must agree.
+    summary_title: each summary indexed after its document's title (default the run's
+    `evaluate.summary_title`); such an index takes no added documents (an add request carries no title).
     """
 
     def __init__(self, name: str, source: str, *, device: str | None = None, max_batch_size: int = 32,
                  max_wait_ms: float = 8.0, default_k: int = 10, max_k: int = 1000, max_query_chars: int = 2000,
                  max_doc_chars: int = 100_000, max_instances: int = 256, summarizer: Any = None,
                  allow_add: bool = False, encode_batch_size: int | None = None, dtype: str | None = None,
-                 index_mode: str | None = None, fusion_weight: float | None = None, max_added_docs: int = 1000):
+                 index_mode: str | None = None, fusion_weight: float | None = None, max_added_docs: int = 1000,
+                 summary_title: bool | None = None):
         super().__init__(name)
         self.source = source
         self.device = device
         self.dtype = dtype
-        self.index_mode, self.fusion_weight = index_mode, fusion_weight
+        self.index_mode, self.fusion_weight, self.summary_title = index_mode, fusion_weight, summary_title
         self.max_batch_size, self.max_wait_ms = max_batch_size, max_wait_ms
         self.default_k, self.max_k = default_k, max_k
         self.max_query_chars, self.max_doc_chars, self.max_instances = max_query_chars, max_doc_chars, max_instances
@@ -132,7 +135,8 @@ class RetrieverModel(kserve.Model):
         # a run directory is bundled (an MLflow URI downloaded) here; an unused one is removed at once
         self._work_dir = tempfile.TemporaryDirectory(prefix="resume-bundle-")
         path = resolve_retriever_source(self.source, device=self.device, mode=self.index_mode,
-                                        fusion_weight=self.fusion_weight, work_dir=self._work_dir.name)
+                                        fusion_weight=self.fusion_weight, work_dir=self._work_dir.name,
+                                        summary_title=self.summary_title, allow_add=self.allow_add)
         if not path.resolve().is_relative_to(Path(self._work_dir.name).resolve()):
             self._remove_work_dir()
         self.bundle = load_bundle(path, device=self.device, dtype=self.dtype)

@@ -253,7 +253,8 @@ def _liveness(server, names: list[str]) -> None:
 
 def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms: float = 8.0, max_k: int = 1000,
                  max_chars: int = 20_000, dtype: str | None = None, index_mode: str | None = None,
-                 fusion_weight: float | None = None, allow_add: bool = False, max_added_docs: int = 1000) -> None:
+                 fusion_weight: float | None = None, allow_add: bool = False, max_added_docs: int = 1000,
+                 summary_title: bool | None = None) -> None:
     """The argument checks of `build_models`, before anything loads (ConfigError naming the argument)."""
     if kind not in KINDS:
         raise ConfigError(f"serve: kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -268,24 +269,31 @@ def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms
         from resume.models import torch_dtype
 
         torch_dtype(dtype)  # a ConfigError naming the accepted values
-    if kind != "retriever" and (index_mode is not None or fusion_weight is not None):
-        raise ConfigError("serve: --index-mode and --fusion-weight are for the retriever")
+    if kind != "retriever" and (index_mode is not None or fusion_weight is not None or summary_title):
+        raise ConfigError("serve: --index-mode, --fusion-weight and --summary-title are for the retriever")
+    if summary_title and allow_add:
+        raise ConfigError("serve: --allow-add with --summary-title: an added document's summary would be indexed "
+                          "after its title, which the add request does not carry; serve the titled index without "
+                          "--allow-add, or the untitled one with it")
     if kind == "retriever":
         from resume.serving.loading import check_retriever_source
 
-        check_retriever_source(model, mode=index_mode, fusion_weight=fusion_weight)
+        check_retriever_source(model, mode=index_mode, fusion_weight=fusion_weight, summary_title=summary_title,
+                               allow_add=allow_add)
 
 
 def build_models(kind: str, *, model: str, name: str | None = None, summarizer: str | None = None,
                  config: Any = None, device: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 8.0,
                  max_k: int = 1000, max_chars: int = 20_000, allow_add: bool = False, max_added_docs: int = 1000,
-                 dtype: str | None = None, index_mode: str | None = None, fusion_weight: float | None = None) -> list:
+                 dtype: str | None = None, index_mode: str | None = None, fusion_weight: float | None = None,
+                 summary_title: bool | None = None) -> list:
     """The kserve models for `kind`, loaded (ready). Retriever: [retriever, <name>-embed], plus <name>-add
     when `allow_add` (at most `max_added_docs` documents added). Summarizer: [summarizer].
-    index_mode / fusion_weight (retriever): the index of a run directory's bundle (see `RetrieverModel`)."""
+    index_mode / fusion_weight / summary_title (retriever): the index of a run directory's bundle (see
+    `RetrieverModel`)."""
     check_models(kind, model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
                  max_chars=max_chars, dtype=dtype, index_mode=index_mode, fusion_weight=fusion_weight,
-                 allow_add=allow_add, max_added_docs=max_added_docs)
+                 allow_add=allow_add, max_added_docs=max_added_docs, summary_title=summary_title)
     name = name or f"resume-{kind}"
     if kind == "retriever":
         from resume.serving.retriever import RetrieverModel
@@ -294,7 +302,8 @@ def build_models(kind: str, *, model: str, name: str | None = None, summarizer: 
         gen = SummaryGenerator(summarizer, config, device=device) if summarizer else None
         m = RetrieverModel(name, model, device=device, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                            max_k=max_k, max_doc_chars=max_chars, summarizer=gen, allow_add=allow_add, dtype=dtype,
-                           index_mode=index_mode, fusion_weight=fusion_weight, max_added_docs=max_added_docs)
+                           index_mode=index_mode, fusion_weight=fusion_weight, max_added_docs=max_added_docs,
+                           summary_title=summary_title)
         m.load()
         log.info("%s ready: %d documents, dim %d, micro-batch <= %d / %.1f ms%s", name, m.n_docs,
                  m.bundle.index.dim, max_batch_size, max_wait_ms, f"; adds summarised by {summarizer}" if gen else "")
@@ -316,7 +325,8 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
           max_wait_ms: float = 8.0, max_k: int = 1000, max_body_bytes: int = 1_000_000, max_chars: int = 20_000,
           allow_add: bool = False, max_added_docs: int = 1000, model_repository: bool = False,
           host: str | None = None, access_log: bool = True, threads: int | None = None, dtype: str | None = None,
-          index_mode: str | None = None, fusion_weight: float | None = None) -> None:
+          index_mode: str | None = None, fusion_weight: float | None = None, summary_title: bool | None = None
+          ) -> None:
     """Load the model(s) and serve them until SIGTERM/SIGINT (blocks); the models are stopped (and a bundle
     built at start-up removed) when the server returns.
 
@@ -329,11 +339,12 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
     (overrides summarizer.dtype of its config).
     threads: torch intra-op threads; default: the usable cores minus one (at least 1), which leaves a
     core to the event loop that parses requests while a micro-batch runs.
-    index_mode / fusion_weight: the retriever's index when `model` is a run directory (see `RetrieverModel`).
+    index_mode / fusion_weight / summary_title: the retriever's index when `model` is a run directory (see
+    `RetrieverModel`).
     """
     check_models(kind, model=model, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
                  max_chars=max_chars, dtype=dtype, index_mode=index_mode, fusion_weight=fusion_weight,
-                 allow_add=allow_add, max_added_docs=max_added_docs)
+                 allow_add=allow_add, max_added_docs=max_added_docs, summary_title=summary_title)
     for what, port in (("http_port", http_port), ("grpc_port", grpc_port or 1)):
         if not 0 < int(port) < 65536:
             raise ConfigError(f"serve: {what} {port} is not a TCP port (1..65535)")
@@ -352,7 +363,7 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
     models = build_models(kind, model=model, name=name, summarizer=summarizer, config=config, device=device,
                           max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k, max_chars=max_chars,
                           allow_add=allow_add, max_added_docs=max_added_docs, dtype=dtype, index_mode=index_mode,
-                          fusion_weight=fusion_weight)
+                          fusion_weight=fusion_weight, summary_title=summary_title)
     try:
         from kserve.model_server import app
 
