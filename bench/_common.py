@@ -157,3 +157,60 @@ def rel(path: str | os.PathLike) -> str:
     any other path as given."""
     p = Path(path)
     return str(p.resolve().relative_to(ROOT)) if p.is_absolute() and p.resolve().is_relative_to(ROOT) else str(path)
+
+
+# ------------------------------------------------------------- retrieval probes (views_probe, title_probe)
+
+METRICS_COMPARED = ("mrr@10", "ndcg@10")
+
+
+def dev_test_index(cfg: Any, out_dir: Path, *, data: str | os.PathLike, retriever: str | os.PathLike,
+                   texts: Path | None, fused: bool = False, summary_title: bool = False) -> dict[str, Any]:
+    """Dev and test metrics (and per-query values) of one index under one retriever, cached in
+    `out_dir/result.json`; `fused`: the document + `texts` views with the document weight chosen on dev."""
+    from resume.evaluate import choose_fusion_weight, evaluate_retrieval
+    from resume.io import atomic_write_json
+
+    done = out_dir / "result.json"
+    if done.exists():
+        return json.loads(done.read_text(encoding="utf-8"))
+    weight, curve = None, None
+    if fused:
+        choice = choose_fusion_weight(cfg, data_dir=data, split="dev", retriever=str(retriever), texts=texts,
+                                      summary_title=summary_title)
+        weight, curve = choice["weight"], choice["curve"]
+    res: dict[str, Any] = {"retriever": rel(retriever), "texts": None if texts is None else rel(texts),
+                           "summary_title": summary_title, "mode": "fused" if fused else "summary",
+                           "fusion_weight": weight, "dev_curve_mrr@10": curve}
+    for split in ("dev", "test"):
+        res[split] = evaluate_retrieval(cfg, data_dir=data, split=split, retriever=str(retriever), texts=texts,
+                                        out_dir=out_dir / split, mode=res["mode"], fusion_weight=weight,
+                                        summary_title=summary_title)
+        res[f"{split}_per_query"] = json.loads((out_dir / split / "per_query.json").read_text(encoding="utf-8"))
+    atomic_write_json(done, res)
+    return res
+
+
+def paired_comparisons(results: dict[str, dict], pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """"a vs b" -> split -> metric -> `resume.evaluate.paired_test` (b the reference) for the pairs present."""
+    from resume.evaluate import paired_test
+
+    return {f"{a} vs {b}": {split: {m: paired_test(results[b][f"{split}_per_query"], results[a][f"{split}_per_query"],
+                                                   metric=m) for m in METRICS_COMPARED} for split in ("dev", "test")}
+            for a, b in pairs if a in results and b in results}
+
+
+def write_probe_result(path: str | os.PathLike, head: dict[str, Any], cfg: Any, results: dict[str, dict],
+                       pairs: Sequence[tuple[str, str]], times: dict[str, float], t_start: float) -> None:
+    """Print each row and write a retrieval probe's JSON: `head` (what it ran on), the environment, the
+    fine-tuning settings, the results (per-query values stay in the cache) and the paired comparisons."""
+    from resume.loop import run_env
+
+    for k, v in results.items():
+        print(f"{k:22s} dev {v['dev']['mrr@10']:.3f}/{v['dev']['ndcg@10']:.3f}  test {v['test']['mrr@10']:.3f}/"
+              f"{v['test']['ndcg@10']:.3f}  w={v['fusion_weight']}")
+    write_result(path, {**head, "env": run_env(cfg), "finetune": cfg.to_dict()["finetune"], "times_s": times,
+                        "results": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("_per_query")}
+                                    for k, v in results.items()},
+                        "comparisons": paired_comparisons(results, pairs),
+                        "seconds": round(time.perf_counter() - t_start, 1)})

@@ -83,7 +83,7 @@ def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: t
 
     def evaluate(row: str, texts: Path | None, out_dir: Path, **kw) -> dict:
         m = evaluate_retrieval(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
-                               out_dir=out_dir, encoder=encoder, **kw)
+                               out_dir=out_dir, encoder=encoder, summary_title=False, **kw)  # rows carry their own
         per_query[row] = json.loads((out_dir / "per_query.json").read_text())
         res[row] = {"metrics": m}
         return res[row]
@@ -96,7 +96,7 @@ def whole_corpus(cfg, data: str, split: str, ds, encoder, makers: dict, fused: t
         evaluate(name, texts, out / name / f"eval-{split}", mode="summary")
         if name in fused:
             w = choose_fusion_weight(cfg, data_dir=data, split=split, retriever=cfg.retriever.model, texts=texts,
-                                     encoder=encoder)
+                                     encoder=encoder, summary_title=False)
             evaluate(f"document+{name}", texts, out / name / f"eval-{split}-fused", mode="fused",
                      fusion_weight=w["weight"]).update(
                 fusion_weight=w["weight"], curve={str(k): v for k, v in w["curve"].items()})

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -55,13 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(a not in ARMS for a in arms):
         ap.error(f"--arms: expected some of {list(ARMS)}, got {arms}")
 
-    from _common import rel, write_result
+    from _common import dev_test_index, rel, write_probe_result
 
     from resume.config import load_config
-    from resume.evaluate import choose_fusion_weight, evaluate_retrieval, paired_test
-    from resume.io import atomic_write_json
     from resume.lead import write_lead_summaries
-    from resume.loop import run_env
     from resume.retriever import finetune_retriever
     from resume.summarizer import summarize_corpus
 
@@ -79,25 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         times["summarize_s0"] = round(time.perf_counter() - t0, 1)
 
     def evaluate(tag: str, retriever: str, text: Path | None, mode: str) -> dict:
-        """Dev (and test) metrics of one index under one retriever; fused: the weight chosen on dev."""
-        d = root / "eval" / tag
-        done = d / "result.json"
-        if done.exists():
-            return json.loads(done.read_text(encoding="utf-8"))
-        weight, curve = None, None
-        if mode == "fused":
-            choice = choose_fusion_weight(cfg, data_dir=args.data, split="dev", retriever=retriever, texts=text)
-            weight, curve = choice["weight"], choice["curve"]
-        res: dict = {"retriever": rel(retriever),
-                     "mode": mode, "fusion_weight": weight, "dev_curve_mrr@10": curve}
-        for split in ("dev", "test"):
-            m = evaluate_retrieval(cfg, data_dir=args.data, split=split, retriever=retriever,
-                                   texts=text, out_dir=d / split, mode="summary" if text is None else mode,
-                                   fusion_weight=weight)
-            res[split] = m
-            res[f"{split}_per_query"] = json.loads((d / split / "per_query.json").read_text(encoding="utf-8"))
-        atomic_write_json(done, res)
-        return res
+        """Dev (and test) metrics of one index under one retriever; fused: the weight chosen on dev. The summary
+        alone (the probe predates `evaluate.summary_title`)."""
+        return dev_test_index(cfg, root / "eval" / tag, data=args.data, retriever=retriever, texts=text,
+                              fused=mode == "fused")
 
     results: dict[str, dict] = {"g0/document": evaluate("g0-document", g0, None, "summary"),
                                 "g0/s0_fused": evaluate("g0-s0-fused", g0, texts["s0"], "fused")}
@@ -122,22 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{arm}: " + "; ".join(f"{k} dev {v['dev']['mrr@10']:.3f}/{v['dev']['ndcg@10']:.3f}"
                                      for k, v in results.items() if k.startswith(arm + "/")), flush=True)
 
-    comparisons = {}
-    pairs = [("both/fused", "doc/document"), ("both/fused", "sum/fused"), ("both/fused", "lead_both/fused"),
-             ("both/summary", "sum/summary"), ("sum/fused", "doc/document"), ("lead_both/fused", "doc/document")]
-    for a, b in pairs:
-        if a in results and b in results:
-            comparisons[f"{a} vs {b}"] = {
-                split: {m: paired_test(results[b][f"{split}_per_query"], results[a][f"{split}_per_query"], metric=m)
-                        for m in ("mrr@10", "ndcg@10")} for split in ("dev", "test")}
-    doc = {"config": rel(args.config),
-           "overrides": args.set, "env": run_env(cfg), "finetune": cfg.to_dict()["finetune"], "times_s": times,
-           "results": {k: {kk: vv for kk, vv in v.items() if not kk.endswith("_per_query")} for k, v in results.items()},
-           "comparisons": comparisons, "seconds": round(time.perf_counter() - t_start, 1)}
-    for k, v in results.items():
-        print(f"{k:18s} dev {v['dev']['mrr@10']:.3f}/{v['dev']['ndcg@10']:.3f}  test {v['test']['mrr@10']:.3f}/"
-              f"{v['test']['ndcg@10']:.3f}  w={v['fusion_weight']}")
-    write_result(args.out, doc)
+    write_probe_result(args.out, {"config": rel(args.config), "overrides": args.set}, cfg, results, [
+        ("both/fused", "doc/document"), ("both/fused", "sum/fused"), ("both/fused", "lead_both/fused"),
+        ("both/summary", "sum/summary"), ("sum/fused", "doc/document"), ("lead_both/fused", "doc/document")],
+        times, t_start)
     return 0
 
 

@@ -638,6 +638,23 @@ def test_choose_fusion_weight_argmax_and_ties_toward_the_document(beir_dir, tmp_
                              encoder=enc)
 
 
+def test_summary_title_config_default_applies_to_summaries_only():
+    """`evaluate.summary_title: true` in a config is the index of summaries; the Baseline's full documents
+    ignore it, while an explicit request without summaries is an error; an explicit False turns it off."""
+    from dataclasses import replace
+
+    from resume.evaluate import eval_config
+
+    base = ResumeConfig()
+    cfg = replace(base, evaluate=replace(base.evaluate, summary_title=True))
+    assert eval_config(cfg).summary_title is False                      # full documents: nothing to title
+    assert eval_config(cfg, texts="s.jsonl").summary_title is True      # summaries: the config's default
+    assert eval_config(cfg, texts="s.jsonl", summary_title=False).summary_title is False
+    assert eval_config(base, texts="s.jsonl").summary_title is False
+    with pytest.raises(ResumeError, match="needs summaries"):
+        eval_config(base, summary_title=True)
+
+
 def test_cli_evaluate_mode_arguments_checked_before_loading(beir_dir, tmp_path, capsys):
     texts = _summaries(tmp_path / "s.jsonl", WRONG)
     common = ("evaluate", "--data", str(tmp_path / "no-data"), "--retriever", "no-such-model", "--out",
@@ -647,7 +664,7 @@ def test_cli_evaluate_mode_arguments_checked_before_loading(beir_dir, tmp_path, 
             (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "nan"), "evaluate.fusion_weight"),
             (("--texts", str(texts), "--mode", "fused"), "score fusion needs a document weight"),
             (("--mode", "fused", "--fusion-weight", "0.5"), "needs summaries (--texts)"),
-            (("--summary-title",), "summary_title puts each document's title before its summary: it needs summaries"),
+            (("--summary-title",), "summary_title (--summary-title) puts each document's title before its summary: it needs summaries"),
             (("--texts", str(texts), "--mode", "fused", "--fusion-weight", "0.5", "--choose-weight-on", "dev"),
              "exclude each other"),
             (("--texts", str(texts), "--mode", "fused", "--fusion", "rrf", "--choose-weight-on", "dev"),

@@ -1082,13 +1082,15 @@ def test_run_dir_serves_its_titled_index(tmp_path, bundle_dir, capsys):
         resolve_retriever_source(out, allow_add=True)
     # refused before loading: adding to a titled index, from the flag or from the run's config
     capsys.readouterr()  # the bundling above wrote progress bars
-    assert "the add request does not carry" in _serve_error(capsys, "retriever", "--model", str(run),
+    assert "add request carries no title" in _serve_error(capsys, "retriever", "--model", str(run),
                                                              "--summary-title", "--allow-add")
     titled_cfg = _fused_run(tmp_path / "run2", bundle_dir, 0.3, "evaluate.summary_title=true")
     with pytest.raises(ConfigError, match="add request carries no title"):
         check_models("retriever", model=str(titled_cfg), allow_add=True)
     check_models("retriever", model=str(titled_cfg))  # serving it read-only is fine
+    check_models("retriever", model=str(titled_cfg), allow_add=True, summary_title=False)  # or untitled, with adds
     assert "are for the retriever" in _serve_error(capsys, "summarizer", "--model", str(run), "--summary-title")
+    assert "are for the retriever" in _serve_error(capsys, "summarizer", "--model", str(run), "--no-summary-title")
 
 
 def _serve_error(capsys, *argv: str) -> str:

@@ -321,9 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--choose-weight-on", metavar="SPLIT",
                    help="score fusion: choose the weight on this split (e.g. dev) first; the curve goes to stderr "
                    "and <out>/fusion_weight.json")
-    p.add_argument("--summary-title", action="store_true", default=None,
-                   help="index each summary after its document's title (default: evaluate.summary_title; beyond "
-                   "the paper)")
+    p.add_argument("--summary-title", action=argparse.BooleanOptionalAction, default=None,
+                   help="index each summary after its document's title, or not (default: evaluate.summary_title, "
+                   "which full documents ignore; beyond the paper)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_evaluate)
     _outputs(p, ("out", "dir", "--out"))
@@ -387,9 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-weight", type=float, metavar="W",
                    help="fused index: weight of the document view in [0, 1] (default: the run's own, "
                    "results.json systems.iterative_fused.fusion.weight)")
-    p.add_argument("--summary-title", action="store_true", default=None,
+    p.add_argument("--summary-title", action=argparse.BooleanOptionalAction, default=None,
                    help="retriever run directory: index each summary after its document's title, as the run's "
-                   "iterative_titled systems (default: the run's evaluate.summary_title); takes no --allow-add")
+                   "iterative_titled systems, or not (default: the run's evaluate.summary_title); a titled index "
+                   "takes no --allow-add")
     p.add_argument("--http-port", type=int, default=8080)
     p.add_argument("--grpc-port", type=int, default=8081, help="gRPC port; 0 disables gRPC")
     p.add_argument("--config", "-c", help="YAML config for the summarizer's prompt/generation settings "

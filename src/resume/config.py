@@ -369,7 +369,8 @@ class EvalConfig:
         "Index each summary with its document's title before it (`resume.lead.join_title`; every mode, "
         "wherever a summary is indexed). Beyond the paper, which indexes the summary alone: the loop's "
         "`*_titled` systems set it for their rows and leave the paper's rows as they are. A document without "
-        "a title keeps its summary.")})
+        "a title keeps its summary. As a config default it is the served and `resume evaluate` index; an "
+        "index of full documents (the Baseline, no summaries) ignores it.")})
 
     def __post_init__(self):
         _check(self.k >= 10, "evaluate.k", self.k, "an integer >= 10 (MRR@10 needs the top 10)")

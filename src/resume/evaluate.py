@@ -332,8 +332,9 @@ def long_only_texts(encoder: Any, documents: Mapping[str, str], summaries: Mappi
 def eval_config(cfg, *, mode: str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
                 texts: Any = None, weight_later: bool = False, summary_title: bool | None = None):
     """`cfg.evaluate` with these overrides (None = keep), checked before any model loads: a mode other than
-    `summary` needs `texts`, and so does `summary_title`; score fusion needs a weight in [0, 1] (unless
-    `weight_later`: chosen on dev)."""
+    `summary` needs `texts`, and so does an asked-for `summary_title` (the config's own applies only where
+    summaries are indexed: without `texts`, the full documents, it is off); score fusion needs a weight in
+    [0, 1] (unless `weight_later`: chosen on dev)."""
     from dataclasses import replace
 
     from resume.index import check_fusion
@@ -341,15 +342,16 @@ def eval_config(cfg, *, mode: str | None = None, fusion: str | None = None, fusi
     e = cfg.evaluate
     ecfg = replace(e, mode=e.mode if mode is None else mode, fusion=e.fusion if fusion is None else fusion,
                    fusion_weight=e.fusion_weight if fusion_weight is None else fusion_weight,
-                   summary_title=e.summary_title if summary_title is None else bool(summary_title))
+                   summary_title=(e.summary_title and texts is not None) if summary_title is None
+                   else bool(summary_title))
     if ecfg.mode not in MODES:
         raise ResumeError(f"evaluate mode {ecfg.mode!r}: expected one of {', '.join(MODES)}")
     if ecfg.mode != "summary" and texts is None:
         raise ResumeError(f"evaluate mode {ecfg.mode!r} needs summaries (--texts): without them every document "
                           "would be fused with, or replaced by, itself; use mode 'summary' for the Baseline")
     if ecfg.summary_title and texts is None:
-        raise ResumeError("evaluate.summary_title puts each document's title before its summary: it needs "
-                          "summaries (--texts); the full documents (the Baseline) already begin with their title")
+        raise ResumeError("summary_title (--summary-title) puts each document's title before its summary: it "
+                          "needs summaries (--texts); the full documents (the Baseline) already begin with their title")
     if ecfg.mode == "fused" and not (weight_later and ecfg.fusion == "score"):
         check_fusion(ecfg.fusion, ecfg.fusion_weight, ecfg.rrf_k)
     return ecfg

@@ -317,8 +317,14 @@ def check_bundle_mode(meta: dict[str, Any], path: str | Path, *, mode: str | Non
     if summary_title is not None and bool(summary_title) != titled:
         raise ConfigError(f"{path}: a bundle {'with' if titled else 'without'} summary_title, not "
                           f"{'with' if summary_title else 'without'} {hint}")
+    refuse_add_to_titled(path, titled=titled, allow_add=allow_add)
+
+
+def refuse_add_to_titled(where: str | Path, *, titled: bool, allow_add: bool) -> None:
+    """The one rule for adding to a titled index (`summary_title`): refused, since an add request carries no
+    title. A ConfigError naming `where` (a bundle, a run directory, or the command's flags)."""
     if allow_add and titled:
-        raise ConfigError(f"{path}: its summaries are indexed after their titles (summary_title), and an add "
+        raise ConfigError(f"{where}: its summaries are indexed after their titles (summary_title), and an add "
                           "request carries no title: serve it without --allow-add, or bundle the run without "
                           "--summary-title to add documents")
 

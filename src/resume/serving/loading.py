@@ -28,6 +28,7 @@ from resume.serving.bundle import (
     hf_dir,
     is_bundle,
     read_bundle_meta,
+    refuse_add_to_titled,
     run_bundle_args,
 )
 
@@ -90,7 +91,7 @@ def check_retriever_source(model: str | Path, *, mode: str | None = None, fusion
         return
     try:
         args = run_bundle_args(model, mode=mode, fusion_weight=fusion_weight, summary_title=summary_title)
-        check_bundle_mode({"summary_title": args["summary_title"]}, model, allow_add=allow_add)
+        refuse_add_to_titled(model, titled=args["summary_title"], allow_add=allow_add)
     except ModelError:
         pass  # not a run directory: `resolve_retriever_source` says what it expected
 

@@ -269,12 +269,11 @@ def check_models(kind: str, *, model: str, max_batch_size: int = 32, max_wait_ms
         from resume.models import torch_dtype
 
         torch_dtype(dtype)  # a ConfigError naming the accepted values
-    if kind != "retriever" and (index_mode is not None or fusion_weight is not None or summary_title):
+    if kind != "retriever" and (index_mode is not None or fusion_weight is not None or summary_title is not None):
         raise ConfigError("serve: --index-mode, --fusion-weight and --summary-title are for the retriever")
-    if summary_title and allow_add:
-        raise ConfigError("serve: --allow-add with --summary-title: an added document's summary would be indexed "
-                          "after its title, which the add request does not carry; serve the titled index without "
-                          "--allow-add, or the untitled one with it")
+    from resume.serving.bundle import refuse_add_to_titled
+
+    refuse_add_to_titled("serve --summary-title", titled=bool(summary_title), allow_add=allow_add)  # before a download
     if kind == "retriever":
         from resume.serving.loading import check_retriever_source
 
