@@ -638,9 +638,10 @@ def test_choose_fusion_weight_argmax_and_ties_toward_the_document(beir_dir, tmp_
                              encoder=enc)
 
 
-def test_summary_title_config_default_applies_to_summaries_only():
-    """`evaluate.summary_title: true` in a config is the index of summaries; the Baseline's full documents
-    ignore it, while an explicit request without summaries is an error; an explicit False turns it off."""
+def test_config_index_title_and_mode_apply_to_summaries_only():
+    """`evaluate.summary_title: true` (and `evaluate.mode`) in a config is the index of summaries; the
+    Baseline's full documents ignore it, while an explicit request without summaries is an error; an explicit
+    False turns the title off."""
     from dataclasses import replace
 
     from resume.evaluate import eval_config
@@ -653,6 +654,12 @@ def test_summary_title_config_default_applies_to_summaries_only():
     assert eval_config(base, texts="s.jsonl").summary_title is False
     with pytest.raises(ResumeError, match="needs summaries"):
         eval_config(base, summary_title=True)
+    # the config's index mode the same way: a fused config evaluates the Baseline's documents alone
+    fused = replace(cfg, evaluate=replace(cfg.evaluate, mode="fused", fusion_weight=0.5))
+    assert eval_config(fused).mode == "summary"
+    assert eval_config(fused, texts="s.jsonl").mode == "fused"
+    with pytest.raises(ResumeError, match="needs summaries"):
+        eval_config(fused, mode="fused")
 
 
 def test_cli_evaluate_mode_arguments_checked_before_loading(beir_dir, tmp_path, capsys):

@@ -45,16 +45,19 @@ def evaluate(
     cfg = kfp_ops.stage_config(config.path, data.path)
     retriever = (kfp_ops.model_path(retriever_in.path, retriever_in.metadata) if retriever_in
                  else cfg.retriever.model)
+    from resume.evaluate import eval_config
+
+    texts = summaries.path if summaries else None
     name = f"evaluate-{split}-" + (f"iter{iteration:02d}" if iteration else "baseline")
     params = {"iteration": iteration, "split": split, "retriever": retriever,
-              "texts": "summaries" if summaries else "documents",
-              **{f"evaluate.{k}": v for k, v in vars(cfg.evaluate).items()}}
+              "texts": "summaries" if summaries else "documents",  # the index as searched: documents ignore
+              **{f"evaluate.{k}": v for k, v in vars(eval_config(cfg, texts=texts, weight_later=True)).items()}}
     parent = kfp_ops.parent_run_for(eval_dir, cfg.tracking.experiment)
     with kfp_ops.child_run(parent, name, cfg.tracking.experiment, params) as ml:
         from resume.evaluate import evaluate_retrieval
 
         values = evaluate_retrieval(cfg, data_dir=cfg.data.path, split=split, retriever=retriever,
-                                    texts=summaries.path if summaries else None, out_dir=eval_dir.path)
+                                    texts=texts, out_dir=eval_dir.path)
         kfp_ops.log_metrics(ml, values, step=iteration)
         kfp_ops.write_metrics(metrics, values)
     return float(values[PRIMARY_METRIC])

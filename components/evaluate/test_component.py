@@ -27,6 +27,22 @@ def test_baseline_on_full_documents(tiny, tmp_path):
     assert 0.0 <= mrr <= 1.0 and KEYS <= set(m.metadata)
 
 
+def test_baseline_of_a_titled_fused_config_indexes_the_documents_alone(tiny, tmp_path):
+    """A config whose index is title + summary fused with the document (`evaluate.summary_title`, `mode:
+    fused`) evaluates the Baseline's full documents as they are: nothing to fuse, no summary to title."""
+    import yaml
+
+    cfg, data = tiny
+    conf = yaml.safe_load(Path(cfg.path).read_text())
+    conf["evaluate"].update(mode="fused", fusion_weight=0.5, summary_title=True)
+    c = artifact(Artifact, tmp_path / "config.yaml")
+    Path(c.path).write_text(yaml.safe_dump(conf))
+    m, d = artifact(Metrics, tmp_path / "m"), artifact(Artifact, tmp_path / "eval")
+    mrr = evaluate.python_func(config=c, data=data, metrics=m, eval_dir=d, split="dev", iteration=0)
+    info = json.loads((Path(d.path) / "eval_info.json").read_text())
+    assert (info["mode"], info["summary_title"]) == ("summary", False) and 0.0 <= mrr <= 1.0
+
+
 def test_compiles(tmp_path):
     from kfp import compiler
 

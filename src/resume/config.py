@@ -356,7 +356,8 @@ class EvalConfig:
         "`summary` (the paper: one vector per document, its summary); `fused` (two views, the full document "
         "and its summary, searched separately at k and fused over the union of candidates); `long_only` (the "
         "summary only for documents longer than the retriever's window, i.e. more than retriever max_length "
-        "minus its special tokens, counted without special tokens; else the document).")})
+        "minus its special tokens, counted without special tokens; else the document). An index of full "
+        "documents alone (the Baseline, no summaries) is searched as it is, whatever the mode.")})
     fusion: Literal["score", "rrf"] = field(default="score", metadata={"help": (
         "Mode `fused`: `score` = fusion_weight * cos(q, document) + (1 - fusion_weight) * cos(q, summary), "
         "both cosines exact for every candidate; `rrf` = sum over the two ranked lists of 1 / (rrf_k + rank) "

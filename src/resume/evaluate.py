@@ -331,16 +331,17 @@ def long_only_texts(encoder: Any, documents: Mapping[str, str], summaries: Mappi
 
 def eval_config(cfg, *, mode: str | None = None, fusion: str | None = None, fusion_weight: float | None = None,
                 texts: Any = None, weight_later: bool = False, summary_title: bool | None = None):
-    """`cfg.evaluate` with these overrides (None = keep), checked before any model loads: a mode other than
-    `summary` needs `texts`, and so does an asked-for `summary_title` (the config's own applies only where
-    summaries are indexed: without `texts`, the full documents, it is off); score fusion needs a weight in
-    [0, 1] (unless `weight_later`: chosen on dev)."""
+    """`cfg.evaluate` with these overrides (None = keep), checked before any model loads: an asked-for mode
+    other than `summary` needs `texts`, and so does an asked-for `summary_title` (the config's own mode and
+    title apply where summaries are indexed: without `texts`, the full documents, they are `summary` and
+    off); score fusion needs a weight in [0, 1] (unless `weight_later`: chosen on dev)."""
     from dataclasses import replace
 
     from resume.index import check_fusion
 
     e = cfg.evaluate
-    ecfg = replace(e, mode=e.mode if mode is None else mode, fusion=e.fusion if fusion is None else fusion,
+    ecfg = replace(e, mode=(e.mode if texts is not None else "summary") if mode is None else mode,
+                   fusion=e.fusion if fusion is None else fusion,
                    fusion_weight=e.fusion_weight if fusion_weight is None else fusion_weight,
                    summary_title=(e.summary_title and texts is not None) if summary_title is None
                    else bool(summary_title))

@@ -325,8 +325,8 @@ def refuse_add_to_titled(where: str | Path, *, titled: bool, allow_add: bool) ->
     title. A ConfigError naming `where` (a bundle, a run directory, or the command's flags)."""
     if allow_add and titled:
         raise ConfigError(f"{where}: its summaries are indexed after their titles (summary_title), and an add "
-                          "request carries no title: serve it without --allow-add, or bundle the run without "
-                          "--summary-title to add documents")
+                          "request carries no title: serve it without --allow-add, or a run directory with "
+                          "--no-summary-title to add documents")
 
 
 def find_run_config(path: str | Path) -> ResumeConfig:
