@@ -256,7 +256,7 @@ def _env_line(env: dict[str, Any]) -> str:
     bf16 = "AMX" if env.get("amx_bf16") else ("AVX512-BF16, no AMX" if env.get("avx512_bf16") else "no native bf16")
     return (f"- Machine: {env.get('cpu')} ({bf16}), {env.get('cpus')} CPUs, {env.get('torch_threads')} torch "
             f"threads; summarizer dtype `{env.get('summarizer_dtype')}`, retriever dtype "
-            f"`{env.get('retriever_dtype')}`. Greedy bf16 summaries depend on the CPU's kernels: another CPU "
+            f"`{env.get('retriever_dtype')}`. Greedy summaries depend on the CPU's kernels (bf16 ones most): another CPU "
             f"gives other S_t and so other numbers (README, \"Results on another CPU\").")
 
 
