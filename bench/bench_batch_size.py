@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         a["identical_to_baseline"] = round(sum(texts[bs][d] == texts[base][d] for d in ids) / len(ids), 4)
     doc = {"config": rel(args.config), "n_docs": len(ids), "seed": args.seed, "baseline": f"batch {base}",
            "repeats": args.repeats, "order": order, "dtype": args.dtype, "max_doc_tokens": cfg.summarizer.max_doc_tokens,
-           "max_new_tokens": cfg.summarizer.max_new_tokens, "env": {**run_env(cfg), "summarizer_dtype": args.dtype},
+           "max_new_tokens": cfg.summarizer.max_new_tokens, "env": run_env(cfg),
            "loadavg_1m_at_end": os.getloadavg()[0], "arms": arms}
     print(json.dumps(arms, indent=1))
     write_result(args.out, doc)

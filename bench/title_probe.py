@@ -8,7 +8,7 @@ on the indexed view helps: on a finished whole-collection run directory (default
 2026-12-07 run: its working set, its S_1 = `iter_01/summaries.jsonl` and its g_1 = `iter_01/retriever/model`),
 
 - `plain`:  g_1 as the loop trained it (g_0 on S_1), searched over S_1 and over title + S_1;
-- `titled`: g_0 fine-tuned once on title + S_1 (`resume.lead.join_title`, the product's join) with the same
+- `titled`: g_0 fine-tuned once on title + S_1 (`resume.evaluate.load_index_texts`, the product's join) with the same
   `finetune.*` settings, train split, searched over title + S_1;
 
 each alone and fused with the document (score fusion, the document weight chosen on dev with
@@ -39,10 +39,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from resume.config import load_config
     from resume.data.load import load_beir
+    from resume.evaluate import load_index_texts
     from resume.io import write_jsonl
-    from resume.lead import join_title
     from resume.retriever import finetune_retriever
-    from resume.run_dir import read_summaries
 
     run_dir, root = Path(args.run_dir).resolve(), Path(args.work).resolve()
     cfg = load_config(run_dir / "config.yaml")
@@ -57,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     # title + S_1 as a summaries.jsonl, so that fine-tuning reads it through the same path as any summaries
     titled = root / "s1_titled" / "summaries.jsonl"
     if not titled.exists():
-        ds = load_beir(data)
-        rows = read_summaries(s1)
-        write_jsonl(titled, [{"_id": d, "summary": join_title(ds.corpus[d].get("title") or "", rows[d])}
-                             for d in ds.corpus])
+        indexed = load_index_texts(load_beir(data), s1, title=True)  # what the titled index holds
+        write_jsonl(titled, [{"_id": d, "summary": text} for d, text in indexed.items()])
 
     def evaluate(tag: str, retriever: Path, texts: Path, title: bool, fused: bool) -> dict:
         return dev_test_index(cfg, root / "eval" / tag, data=data, retriever=retriever, texts=texts, fused=fused,

@@ -40,22 +40,21 @@ def evaluate(
     would change the cache key on every run.
     """
     from resume import kfp_ops
+    from resume.evaluate import eval_config, evaluate_retrieval
     from resume.run_dir import PRIMARY_METRIC
 
     cfg = kfp_ops.stage_config(config.path, data.path)
     retriever = (kfp_ops.model_path(retriever_in.path, retriever_in.metadata) if retriever_in
                  else cfg.retriever.model)
-    from resume.evaluate import eval_config
-
     texts = summaries.path if summaries else None
     name = f"evaluate-{split}-" + (f"iter{iteration:02d}" if iteration else "baseline")
+    # the index as searched: full documents ignore the config's mode and summary_title (`eval_config`)
+    searched = eval_config(cfg, texts=texts, weight_later=True)
     params = {"iteration": iteration, "split": split, "retriever": retriever,
-              "texts": "summaries" if summaries else "documents",  # the index as searched: documents ignore
-              **{f"evaluate.{k}": v for k, v in vars(eval_config(cfg, texts=texts, weight_later=True)).items()}}
+              "texts": "summaries" if summaries else "documents",
+              **{f"evaluate.{k}": v for k, v in vars(searched).items()}}
     parent = kfp_ops.parent_run_for(eval_dir, cfg.tracking.experiment)
     with kfp_ops.child_run(parent, name, cfg.tracking.experiment, params) as ml:
-        from resume.evaluate import evaluate_retrieval
-
         values = evaluate_retrieval(cfg, data_dir=cfg.data.path, split=split, retriever=retriever,
                                     texts=texts, out_dir=eval_dir.path)
         kfp_ops.log_metrics(ml, values, step=iteration)
