@@ -191,6 +191,18 @@ def dev_test_index(cfg: Any, out_dir: Path, *, data: str | os.PathLike, retrieve
     return res
 
 
+def finished_run(ap: Any, run_dir: Path, *extra: Path) -> tuple[Any, Path, Path, Path]:
+    """(config, working set, S_1, g_1) of a finished one-round `resume run` directory; `ap.error` (exit 2,
+    naming the path) when any of them, or of `extra` (paths inside the run), is missing."""
+    from resume.config import load_config
+
+    data, s1, g1 = run_dir / "data", run_dir / "iter_01" / "summaries.jsonl", run_dir / "iter_01" / "retriever" / "model"
+    for p in (run_dir / "config.yaml", data, s1, g1, *extra):
+        if not p.exists():
+            ap.error(f"{p}: not found; --run-dir must be a finished `resume run` directory with one round")
+    return load_config(run_dir / "config.yaml"), data, s1, g1
+
+
 def paired_comparisons(results: dict[str, dict], pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     """"a vs b" -> split -> metric -> `resume.evaluate.paired_test` (b the reference) for the pairs present."""
     from resume.evaluate import paired_test

@@ -35,21 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "title_probe"), help="cache directory")
     args = ap.parse_args(argv)
 
-    from _common import dev_test_index, rel, write_probe_result
+    from _common import dev_test_index, finished_run, rel, write_probe_result
 
-    from resume.config import load_config
     from resume.data.load import load_beir
     from resume.evaluate import load_index_texts
     from resume.io import write_jsonl
     from resume.retriever import finetune_retriever
 
     run_dir, root = Path(args.run_dir).resolve(), Path(args.work).resolve()
-    cfg = load_config(run_dir / "config.yaml")
-    data = run_dir / "data"
-    s1, g1 = run_dir / "iter_01" / "summaries.jsonl", run_dir / "iter_01" / "retriever" / "model"
-    for p in (data, s1, g1):
-        if not p.exists():
-            ap.error(f"{p}: not found; --run-dir must be a finished `resume run` directory with one round")
+    cfg, data, s1, g1 = finished_run(ap, run_dir)
     t_start = time.perf_counter()
     times: dict[str, float] = {}
 

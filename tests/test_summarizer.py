@@ -255,6 +255,33 @@ def test_summarize_corpus_rows_order_and_cache(tmp_path, cfg, cranfield_dir):
                          out_path=tmp_path / "x.jsonl", doc_ids=["no-such-doc"], progress=False)
 
 
+def test_batches_are_planned_over_the_uncached_documents_only(tmp_path, cfg, cranfield_dir, monkeypatch):
+    """A cache filled by another working set (the first 4 documents) saves their work: the 6 others are
+    generated in 2 batches of 3, none of the cached 4 rides along in a batch."""
+    import resume.summarizer as summ
+
+    c = load_config(ROOT / "configs" / "tiny.yaml", ["summarizer.batch_size=3"])
+    ids = _first_ids(cranfield_dir, 10)
+    out = tmp_path / "summaries.jsonl"
+    summarize_corpus(c, data_dir=cranfield_dir, model="tiny-causal-lm", retriever="tiny-encoder", out_path=out,
+                     doc_ids=ids[:4], progress=False)
+    cached = {r["_id"] for r in read_cache(Path(str(out) + ".cache.jsonl"))[0].values()}
+    assert cached == set(ids[:4])
+    batches: list[int] = []
+    real = summ.generate_prompts
+
+    def spy(model, tok, prompts, *a, **k):
+        batches.append(len(prompts))
+        return real(model, tok, prompts, *a, **k)
+
+    monkeypatch.setattr(summ, "generate_prompts", spy)
+    stats = summarize_corpus(c, data_dir=cranfield_dir, model="tiny-causal-lm", retriever="tiny-encoder",
+                             out_path=out, doc_ids=ids, progress=False)
+    assert batches == [3, 3]
+    assert stats["n_cached"] == 4 and stats["n_generated"] == 6
+    assert [json.loads(x)["_id"] for x in out.read_text().splitlines()] == ids
+
+
 def test_cache_torn_last_line_is_cut(tmp_path):
     p = tmp_path / "c.jsonl"
     append_cache(p, [{"key": "a", "_id": "1", "completion": "x"}, {"key": "b", "_id": "2", "completion": "y"}])

@@ -434,20 +434,25 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
     cache_file = cache_path_for(out_path)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
     cache, bad = read_cache(cache_file)
-    lengths = [len(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
-    batches = plan_batches(lengths, s.batch_size)
-    todo = [b for b in batches if any(keys[i] not in cache for i in b)]
-    n_todo = len({keys[i] for b in todo for i in b if keys[i] not in cache})
+    # Batches are planned over the prompts still to generate (one per distinct key), so a cache filled by
+    # another working set or config (the documents shared with an earlier run) saves its documents' work
+    # instead of leaving them as passengers of partly cached batches. After a crash the cached documents are
+    # the first whole batches of the same length order, so the rest are planned exactly as before.
+    first_of_key: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in cache:
+            first_of_key.setdefault(k, i)
+    pending = list(first_of_key.values())
+    lengths = [len(x) for x in tok([prompts[i] for i in pending], add_special_tokens=False)["input_ids"]] \
+        if pending else []
+    todo = [[pending[j] for j in b] for b in plan_batches(lengths, s.batch_size)]
+    n_todo = len(pending)
     n_cached = len({k for k in keys if k in cache})
 
     gen_tokens, gen_docs, t_gen = 0, 0, time.perf_counter()
     if todo and s.backend == "vllm":
         model_dir = resolve_model(model)
-        idx, seen = [], set(cache)
-        for i in range(len(docs)):
-            if keys[i] not in seen:
-                seen.add(keys[i])
-                idx.append(i)
+        idx = pending
         texts, counts, fins = _generate_vllm(model_dir, [prompts[i] for i in idx], cfg)
         rows = [{"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c, "finished": f}
                 for i, t, c, f in zip(idx, texts, counts, fins)]
@@ -460,9 +465,7 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
             texts, counts, fins = generate_prompts(mdl, tok, [prompts[i] for i in b], s.max_new_tokens, s.separator,
                                                    return_finished=True, no_repeat_ngram_size=s.no_repeat_ngram_size)
             rows = []
-            for i, t, c, f in zip(b, texts, counts, fins):
-                if keys[i] in cache:  # cached before (a batch cut by a crash) or a duplicate document
-                    continue
+            for i, t, c, f in zip(b, texts, counts, fins):  # `pending`: one uncached row per key
                 row = {"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c, "finished": f}
                 cache[keys[i]] = row
                 rows.append(row)
