@@ -191,6 +191,14 @@ def dev_test_index(cfg: Any, out_dir: Path, *, data: str | os.PathLike, retrieve
     return res
 
 
+def cpu_env() -> dict[str, Any]:
+    """The CPU a measurement ran on: model name, core count and the bf16 flags (`resume.loop.run_env`)."""
+    from resume.config import ResumeConfig
+    from resume.loop import run_env
+
+    return {k: v for k, v in run_env(ResumeConfig()).items() if k in ("cpu", "amx_bf16", "avx512_bf16", "cpus")}
+
+
 def finished_run(ap: Any, run_dir: Path, *extra: Path) -> tuple[Any, Path, Path, Path]:
     """(config, working set, S_1, g_1) of a finished one-round `resume run` directory; `ap.error` (exit 2,
     naming the path) when any of them, or of `extra` (paths inside the run), is missing."""

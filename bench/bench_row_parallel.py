@@ -33,11 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     import torch
+    from _common import cpu_env
     from transformers import AutoModelForCausalLM
 
-    from resume.config import ResumeConfig
     from resume.io import atomic_write_json
-    from resume.loop import run_env
     from resume.models import resolve_model
     from resume.models.kv_cache import reserve_cache_room
 
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
            "best_ms_per_token": best,
            "speedup_parallel_vs_baseline": round(best["batch16_2threads"] / best["two_halves_parallel"], 3),
            "halves_bitwise_equal_to_batch": equal, "max_abs_logit_diff": max_diff,
-           "env": {k: v for k, v in run_env(ResumeConfig()).items() if k in ("cpu", "amx_bf16", "avx512_bf16", "cpus")},
+           "env": cpu_env(),
            "torch": torch.__version__}
     atomic_write_json(args.out, doc)
     print(f"two halves in parallel: {doc['speedup_parallel_vs_baseline']}x the 16-row batch; wrote {args.out}")

@@ -43,10 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     import torch.nn.functional as F
+    from _common import cpu_env
 
-    from resume.config import ResumeConfig
     from resume.io import atomic_write_json
-    from resume.loop import run_env
 
     torch.manual_seed(0)
     rows = []
@@ -73,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{row['streamed']['weight_gb_per_s_2']} GB/s of weights); equal {row['bitwise_equal']}", flush=True)
     torch.set_num_threads(2)
     atomic_write_json(args.out, {"baseline": "the same product on 1 thread", "dtype": "float32", "rows": rows,
-                                 "env": {k: v for k, v in run_env(ResumeConfig()).items()
-                                         if k in ("cpu", "amx_bf16", "avx512_bf16", "cpus")},
-                                 "torch": torch.__version__})
+                                 "env": cpu_env(), "torch": torch.__version__})
     print(f"wrote {args.out}")
     return 0
 

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(timing, {"seconds": times[f"finetune_{name}"]})
         return model
 
-    models = {"reference": (g1, control)}
+    summary_models = {"reference": g1}
     evaluate("g0/summary", Path(cfg.retriever.model), s1)  # no fine-tuning at all: the sweep's other end
     evaluate("g0/titled", Path(cfg.retriever.model), s1, title=True)
     evaluate("reference/summary", g1, s1)
@@ -103,13 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         g = trained(f"{name}-summary", vcfg, s1)
         evaluate(f"{name}/summary", g, s1)
         evaluate(f"{name}/titled", g, s1, title=True)
-        doc_model = None
+        summary_models[name] = g
         if args.full_doc:
-            doc_model = trained(f"{name}-documents", vcfg, None)
-            evaluate(f"{name}/documents", doc_model, None)
-        models[name] = (g, doc_model)
+            evaluate(f"{name}/documents", trained(f"{name}-documents", vcfg, None), None)
     for name in args.fused:
-        evaluate(f"{name}/fused", models[name][0], s1, fused=True)
+        evaluate(f"{name}/fused", summary_models[name], s1, fused=True)
 
     pairs = [(f"{n}/{view}", f"reference/{view}") for n in variants for view in ("summary", "titled", "documents")]
     pairs += [(f"reference/{view}", f"g0/{view}") for view in ("summary", "titled")]

@@ -452,10 +452,9 @@ def summarize_corpus(cfg: ResumeConfig, *, data_dir: str | Path, model: str, ret
     gen_tokens, gen_docs, t_gen = 0, 0, time.perf_counter()
     if todo and s.backend == "vllm":
         model_dir = resolve_model(model)
-        idx = pending
-        texts, counts, fins = _generate_vllm(model_dir, [prompts[i] for i in idx], cfg)
+        texts, counts, fins = _generate_vllm(model_dir, [prompts[i] for i in pending], cfg)
         rows = [{"key": keys[i], "_id": docs[i][0], "completion": t, "n_new_tokens": c, "finished": f}
-                for i, t, c, f in zip(idx, texts, counts, fins)]
+                for i, t, c, f in zip(pending, texts, counts, fins)]
         append_cache(cache_file, rows)
         cache.update({r["key"]: r for r in rows})
         gen_tokens, gen_docs = sum(counts), len(rows)
