@@ -251,6 +251,7 @@ def test_torch_dtype_and_pick_device():
     assert torch_dtype(torch.bfloat16, "cpu") == torch.bfloat16
     with pytest.raises(ConfigError, match="float64"):
         torch_dtype("float64", "cpu")
+    assert torch_dtype("native", "cuda") == torch.bfloat16
     assert pick_device("cpu") == "cpu"
     assert pick_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ConfigError):
@@ -258,6 +259,24 @@ def test_torch_dtype_and_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ({"avx2", "fma"}, "float32"),                        # e.g. AMD Zen 3: no bf16 instructions
+    ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),     # AMD Zen 4, Intel Cooper Lake
+    ({"avx512f", "amx_tile", "amx_bf16"}, "bfloat16"),    # Intel Sapphire Rapids
+])
+def test_native_dtype_follows_the_cpus_bf16_instructions(monkeypatch, flags, expected):
+    monkeypatch.setattr("resume.models.loading.cpu_info", lambda: ("a CPU", flags))
+    assert torch_dtype("native", "cpu") == getattr(torch, expected)
+    assert torch_dtype("auto", "cpu") == torch.float32  # `auto` stays fp32 on every CPU
+    from resume.config import ResumeConfig, from_dict
+    from resume.loop import run_env
+
+    cfg = from_dict(ResumeConfig, {"device": "cpu", "summarizer": {"dtype": "native"}})
+    env = run_env(cfg)
+    assert env["summarizer_dtype"] == f"native ({expected})"  # the report names what the run used
+    assert env["retriever_dtype"] == "auto (float32)"
 
 
 def test_cli_lists_and_resolves(capsys):

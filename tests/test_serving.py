@@ -281,7 +281,7 @@ def test_serving_dtype_override(bundle_dir, library, queries):
     from resume.errors import ConfigError
     from resume.serving.server import build_models
 
-    with pytest.raises(ConfigError, match="'auto', 'float32', 'bfloat16', 'float16'"):
+    with pytest.raises(ConfigError, match="'auto', 'native', 'float32', 'bfloat16', 'float16'"):
         build_models("retriever", model=str(bundle_dir / "nope"), dtype="int8")
     m, _ = build_models("retriever", model=str(bundle_dir), device="cpu", allow_add=False, dtype="bfloat16")
     try:

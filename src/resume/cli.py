@@ -418,9 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "this machine only)")
     p.add_argument("--no-access-log", action="store_true", help="no per-request access/timing log lines")
     p.add_argument("--threads", type=int, help="torch threads (default: usable cores - 1, at least 1)")
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", choices=["auto", "native", "float32", "bfloat16", "float16"],
                    help="weights dtype of the served model (the retriever's encoder, or the summarizer); default: "
-                   "the model's config (auto = bf16 on GPU, fp32 on CPU); bfloat16 pays on CPUs with AMX")
+                   "the model's config (auto = bf16 on GPU, fp32 on CPU; native = bf16 also on CPUs with AMX or "
+                   "AVX512-BF16); bfloat16 pays only on such CPUs")
     p.set_defaults(func=_cmd_serve)
     return parser
 

@@ -94,8 +94,9 @@ class RetrieverConfig:
     doc_prefix: str = field(default="", metadata={"help": (
         "String prepended to every document or summary before encoding.")})
     batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
-        "Weights dtype: `auto` = bf16 on GPU, fp32 on CPU.")})
+    dtype: Literal["auto", "native", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "Weights dtype: `auto` = bf16 on GPU, fp32 on CPU; `native` = bf16 on GPU and on CPUs with bf16 "
+        "instructions (AMX or AVX512-BF16), fp32 on other CPUs.")})
 
     def __post_init__(self):
         _check(self.max_length > 0, "retriever.max_length", self.max_length, "a positive integer")
@@ -150,8 +151,9 @@ class SummarizerConfig:
     max_new_tokens: int = field(default=256, metadata={"help": (
         "Most tokens generated per corpus summary (reasoning included).")})
     batch_size: int = field(default=16, metadata={"help": "Generation batch size (documents per batch)."})
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
-        "Weights dtype: `auto` = bf16 on GPU, fp32 on CPU.")})
+    dtype: Literal["auto", "native", "float32", "bfloat16", "float16"] = field(default="auto", metadata={"help": (
+        "Weights dtype: `auto` = bf16 on GPU, fp32 on CPU; `native` = bf16 on GPU and on CPUs with bf16 "
+        "instructions (AMX or AVX512-BF16), fp32 on other CPUs.")})
     backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": (
         "Generation backend: `hf` (transformers) or `vllm` (where installed).")})
     no_repeat_ngram_size: int = field(default=0, metadata={"help": (

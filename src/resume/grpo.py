@@ -319,7 +319,7 @@ def trl_config(cfg: ResumeConfig, out_dir: Path, device: str, extra: dict[str, A
 
     g = cfg.grpo
     on_gpu = device.startswith("cuda")
-    bf16 = (on_gpu and cfg.summarizer.dtype in ("auto", "bfloat16")) if g.bf16 is None else g.bf16
+    bf16 = (on_gpu and cfg.summarizer.dtype in ("auto", "native", "bfloat16")) if g.bf16 is None else g.bf16
     kwargs: dict[str, Any] = dict(
         output_dir=str(out_dir / "checkpoints"),
         use_cpu=not on_gpu,
@@ -348,7 +348,7 @@ def trl_config(cfg: ResumeConfig, out_dir: Path, device: str, extra: dict[str, A
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=None,
-        model_init_kwargs={"dtype": "bfloat16" if on_gpu and cfg.summarizer.dtype in ("auto", "bfloat16")
+        model_init_kwargs={"dtype": "bfloat16" if on_gpu and cfg.summarizer.dtype in ("auto", "native", "bfloat16")
                            else "float32"},
     )
     kwargs.update(extra or {})

@@ -501,23 +501,32 @@ def run_env(cfg: ResumeConfig) -> dict[str, Any]:
     """What the numbers depend on beyond the config: CPU model and bf16 support, threads, dtypes."""
     import platform
 
-    cpu, flags = platform.processor(), ""
-    try:
-        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-        cpu = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), cpu)
-        flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        pass
+    from resume.models import cpu_info
+
+    cpu, flags = cpu_info()
+    cpu = cpu or platform.processor()
     try:
         import torch
 
         threads = torch.get_num_threads()
     except ImportError:  # pragma: no cover
         threads = None
+    device = _device(cfg)
     return {"cpu": cpu, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
             "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "torch_threads": threads, "device": _device(cfg), "summarizer_dtype": cfg.summarizer.dtype,
-            "retriever_dtype": cfg.retriever.dtype, "python": platform.python_version()}
+            "torch_threads": threads, "device": device, "summarizer_dtype": _dtype_named(cfg.summarizer.dtype, device),
+            "retriever_dtype": _dtype_named(cfg.retriever.dtype, device), "python": platform.python_version()}
+
+
+def _dtype_named(dtype: str, device: str) -> str:
+    """A config dtype with what it resolves to on this machine (`native (float32)`), as the report prints it."""
+    try:
+        from resume.models import torch_dtype
+
+        resolved = str(torch_dtype(dtype, device)).removeprefix("torch.")
+    except Exception:  # noqa: BLE001 - informational only
+        return dtype
+    return dtype if resolved == dtype else f"{dtype} ({resolved})"
 
 
 def _ablation_cfg(cfg: ResumeConfig, name: str) -> ResumeConfig:

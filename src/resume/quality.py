@@ -114,7 +114,8 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
     doc_ids: the documents to score (default `resume.grpo.judge_doc_ids`). Negatives are sampled like
     GRPO's (`reward.num_negatives` from the other training queries, seeded by `reward.seed`, documents
     in corpus order), so the judge gives the same negatives to every iteration. `per_doc`: add
-    "delta_per_doc" ({doc id: Delta}) for paired comparisons of two summary sets on the same documents.
+    "delta_per_doc" ({doc id: Delta}) for paired comparisons of two summary sets on the same documents, and
+    "reward_per_doc" ({doc id: total reward}).
     """
     import numpy as np
 
@@ -149,6 +150,7 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
            "retscore_doc_mean": _mean([p.ret_doc or 0.0 for p in parts])}
     if per_doc:
         out["delta_per_doc"] = {d: float(x) for d, x in zip(ids, deltas, strict=True)}
+        out["reward_per_doc"] = {d: float(p.total) for d, p in zip(ids, parts, strict=True)}
     return out
 
 

@@ -326,7 +326,9 @@ class _Generator:
         if s.backend == "vllm":
             from vllm import LLM, SamplingParams
 
-            self.llm = LLM(model=model, dtype="auto" if s.dtype == "auto" else s.dtype, seed=0)
+            from resume.summarizer import vllm_dtype
+
+            self.llm = LLM(model=model, dtype=vllm_dtype(s.dtype), seed=0)
             self.params = SamplingParams(
                 temperature=0.0, max_tokens=s.max_new_tokens,
                 skip_special_tokens=s.separator not in self.llm.get_tokenizer().all_special_tokens)

@@ -287,14 +287,19 @@ class BatchSummarizer:
         return out
 
 
+def vllm_dtype(dtype: str) -> str:
+    """summarizer.dtype as vLLM names it: vLLM runs on GPUs, where `native` is bf16 (`auto` is vLLM's own:
+    the checkpoint's dtype)."""
+    return "bfloat16" if dtype == "native" else dtype
+
+
 def _generate_vllm(model_dir: str, prompts: list[str], cfg: ResumeConfig) -> tuple[list[str], list[int], list[bool]]:
     try:
         from vllm import LLM, SamplingParams
     except ImportError:
         raise ResumeError("summarizer.backend is 'vllm' but vllm is not installed; `pip install vllm` on a GPU "
                           "machine or set summarizer.backend=hf") from None
-    dtype = "auto" if cfg.summarizer.dtype == "auto" else cfg.summarizer.dtype
-    llm = LLM(model=model_dir, dtype=dtype, seed=0)
+    llm = LLM(model=model_dir, dtype=vllm_dtype(cfg.summarizer.dtype), seed=0)
     params = SamplingParams(temperature=0.0, max_tokens=cfg.summarizer.max_new_tokens,
                             skip_special_tokens=cfg.summarizer.separator not in llm.get_tokenizer().all_special_tokens)
     outs = llm.generate(prompts, params)
@@ -309,7 +314,7 @@ def generation_settings(cfg: ResumeConfig, dtype: Any) -> dict[str, Any]:
     """The generation settings that enter the cache key (`dtype`: the loaded model's torch dtype)."""
     s = cfg.summarizer
     out = {"backend": s.backend, "decoding": "greedy", "max_new_tokens": s.max_new_tokens,
-           "dtype": s.dtype if s.backend == "vllm" else str(dtype), "separator": s.separator}
+           "dtype": vllm_dtype(s.dtype) if s.backend == "vllm" else str(dtype), "separator": s.separator}
     if s.no_repeat_ngram_size:  # only when set, so caches written before the option keep their keys
         out["no_repeat_ngram_size"] = s.no_repeat_ngram_size
     return out

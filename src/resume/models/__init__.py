@@ -36,7 +36,8 @@ One module per job; every name other code uses is imported here, so `from resume
     assets       the builders of the short names and the tiny BPE tokenizer
     cache        `cache_root` and the locked, atomic build into the cache
     resolve      `resolve_model`: a name to a directory (directory, short name, hub id)
-    loading      `load_tokenizer`, `load_causal_lm`, `load_encoder`, `torch_dtype`, `pick_device`
+    loading      `load_tokenizer`, `load_causal_lm`, `load_encoder`, `torch_dtype`, `pick_device`,
+                 `cpu_info`, `cpu_has_native_bf16`
     fingerprint  `model_fingerprint`
     cli          `python -m resume.models` (run through `__main__`)
 """
@@ -58,7 +59,15 @@ from resume.models.assets import (
 from resume.models.cache import MARKER, cache_root
 from resume.models.cli import main
 from resume.models.fingerprint import model_fingerprint
-from resume.models.loading import load_causal_lm, load_encoder, load_tokenizer, pick_device, torch_dtype
+from resume.models.loading import (
+    cpu_has_native_bf16,
+    cpu_info,
+    load_causal_lm,
+    load_encoder,
+    load_tokenizer,
+    pick_device,
+    torch_dtype,
+)
 from resume.models.registry import SHORT_NAMES, ShortName
 from resume.models.resolve import resolve_model
 
@@ -66,5 +75,5 @@ __all__ = [
     "ASSETS_DIR", "TINY_TOKENIZER_FILE", "TINY_SEED", "TINY_SPECIAL", "TINY_ADDED", "CHATML_TEMPLATE",
     "THINKING_TEMPLATE", "QWEN_CODER_DISTS", "MPNET_DISTS", "MARKER", "SHORT_NAMES", "ShortName",
     "build_tiny_tokenizer", "cache_root", "resolve_model", "load_tokenizer", "load_causal_lm", "load_encoder",
-    "torch_dtype", "pick_device", "model_fingerprint", "main",
+    "torch_dtype", "pick_device", "cpu_info", "cpu_has_native_bf16", "model_fingerprint", "main",
 ]

@@ -15,18 +15,41 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
+def cpu_info() -> tuple[str, set[str]]:
+    """(model name, flags) of this machine's CPU from /proc/cpuinfo; ("", empty) where it cannot be read."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return "", set()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = next((ln.split(":", 1)[1] for ln in lines if ln.startswith("flags")), "")
+    return model, set(flags.split())
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16). Without either, torch runs bf16
+    through conversions: SmolLM2's batched greedy generation ran at 0.33x its fp32 speed on an AMD Zen 3
+    (bench/README.md, "Corpus summarisation")."""
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_info()[1])
+
+
 def torch_dtype(dtype: Any, device: Any = "cpu") -> torch.dtype:
-    """`auto` -> bf16 on CUDA, fp32 elsewhere; `float32` / `bfloat16` / `float16` (or a torch.dtype) as named."""
+    """`auto` -> bf16 on CUDA, fp32 elsewhere; `native` -> bf16 on CUDA and on CPUs with bf16 instructions
+    (`cpu_has_native_bf16`), fp32 elsewhere; `float32` / `bfloat16` / `float16` (or a torch.dtype) as named."""
     import torch
 
     if isinstance(dtype, torch.dtype):
         return dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
+    on_gpu = str(device).startswith("cuda")
     if dtype in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        return torch.bfloat16 if on_gpu else torch.float32
+    if dtype == "native":
+        return torch.bfloat16 if on_gpu or cpu_has_native_bf16() else torch.float32
     if dtype not in names:
-        raise ConfigError(f"dtype: invalid value {dtype!r}; expected one of 'auto', 'float32', 'bfloat16', 'float16'")
+        raise ConfigError(f"dtype: invalid value {dtype!r}; expected one of 'auto', 'native', 'float32', "
+                          "'bfloat16', 'float16'")
     return names[dtype]
 
 

@@ -333,9 +333,9 @@ def serve(kind: str, *, model: str, http_port: int = 8080, grpc_port: int | None
     server private). allow_add: the retriever's `<name>-add` model (off by default), at most
     `max_added_docs` documents. model_repository: kserve's load/unload routes (off by default, see the
     module doc). access_log: uvicorn's access line and kserve's timing lines per request (off also drops
-    kserve's timing middleware). dtype: weights dtype (`auto`: bf16 on GPU, fp32 on CPU; `bfloat16` pays
-    on CPUs with AMX/AVX512-BF16, see bench/README.md) of the retriever's encoder, or of the summarizer
-    (overrides summarizer.dtype of its config).
+    kserve's timing middleware). dtype: weights dtype (`auto`: bf16 on GPU, fp32 on CPU; `native`: bf16
+    also on CPUs with AMX/AVX512-BF16; `bfloat16` pays only on such CPUs, see bench/README.md) of the
+    retriever's encoder, or of the summarizer (overrides summarizer.dtype of its config).
     threads: torch intra-op threads; default: the usable cores minus one (at least 1), which leaves a
     core to the event loop that parses requests while a micro-batch runs.
     index_mode / fusion_weight / summary_title: the retriever's index when `model` is a run directory (see
