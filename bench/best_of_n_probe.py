@@ -1,0 +1,184 @@
+"""Probe (issue #11): is there anything in f_0's own rollouts for GRPO to reinforce? Best of N under the fixed judge.
+
+    .venv/bin/python bench/best_of_n_probe.py                  # 8 samples per document -> bench/best_of_n_probe.json
+
+GRPO can only move the policy towards completions it samples: within a group of `grpo.num_generations`
+rollouts (temperature `grpo.temperature`, `grpo.top_p`, TRL's top_k 0, up to `grpo.max_completion_length`
+tokens, the same prompt as GRPO's and the corpus pass's), the advantages favour the ones with the higher
+reward. This probe draws such a group for each of the fixed judge's 64 held-out training documents
+(`resume.grpo.judge_doc_ids`, never GRPO prompts) from f_0 and scores every sample with the fixed judge g_0
+(`resume.quality.fixed_judge`, per document), then asks, per document and averaged:
+
+- `mean`: the group's mean Delta (what the sampling policy gives on average);
+- `best_reward`: the Delta of the sample with the highest total reward (the one GRPO pushes towards most);
+- `best_delta`: the best Delta of the group, an oracle: it picks with the judge's own training queries, so
+  it is an upper bound of what a policy that always wrote its best sample would reach, not a result;
+- against f_0's greedy summaries (the index's text today) and the lead (title + first sentence, no LLM;
+  the reference a summary has to beat), scored the same way on the same documents in the same run.
+
+If even the oracle does not reach the lead, more GRPO on this model (more steps, a GPU) cannot either;
+if it does, what is missing is learning signal, not capacity. Samples are cached in
+bench/out/best_of_n/samples.jsonl (one line per document, written as each batch finishes), so an
+interrupted run resumes where it stopped (`--work`). A measurement script, not a product path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def sample_groups(cfg, ds, ids: list[str], n: int, path: Path, prompts_per_call: int) -> dict[str, list[str]]:
+    """{doc id: n sampled completions} from f_0 (`cfg.summarizer.model`), cached per document in `path`."""
+    import torch
+
+    from resume.data import doc_text
+    from resume.io import iter_jsonl
+    from resume.models import load_causal_lm, pick_device
+    from resume.summarizer import _decode, _stop_ids, build_prompt, set_cpu_threads
+
+    done = {r["_id"]: r["samples"] for r in iter_jsonl(path)} if path.exists() else {}
+    todo = [d for d in ids if d not in done]
+    if not todo:
+        return done
+    set_cpu_threads()
+    device = pick_device(cfg.device)
+    # GRPO's policy, which samples the rollouts, is fp32 on CPU whatever summarizer.dtype (resume.grpo.trl_config)
+    dtype = cfg.summarizer.dtype if device.startswith("cuda") else "float32"
+    model, tok = load_causal_lm(cfg.summarizer.model, dtype=dtype, device=device)
+    g, stops = cfg.grpo, _stop_ids(model, tok)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i in range(0, len(todo), prompts_per_call):
+        batch = todo[i:i + prompts_per_call]
+        t0 = time.perf_counter()
+        enc = tok([build_prompt(tok, doc_text(ds.corpus[d]), cfg) for d in batch], return_tensors="pt",
+                  padding=True, add_special_tokens=False)
+        torch.manual_seed(cfg.grpo.seed + ids.index(batch[0]))  # the draws of a batch do not depend on a resume
+        with torch.inference_mode():
+            out = model.generate(**enc, do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0,
+                                 max_new_tokens=g.max_completion_length, num_return_sequences=n, use_cache=True,
+                                 pad_token_id=tok.pad_token_id)
+        rows = out[:, enc["input_ids"].shape[1]:].tolist()
+        with path.open("a", encoding="utf-8") as f:
+            for j, d in enumerate(batch):
+                texts = []
+                for row in rows[j * n:(j + 1) * n]:
+                    cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
+                    texts.append(" ".join(_decode(tok, row[:cut], cfg.summarizer.separator).split()))
+                done[d] = texts
+                f.write(json.dumps({"_id": d, "samples": texts}) + "\n")
+        print(f"sampled {len(done)}/{len(ids)} documents ({time.perf_counter() - t0:.0f} s for {len(batch)})",
+              flush=True)
+    return done
+
+
+def sample_features(ds, ids: list[str], groups: dict[str, list[str]], deltas: dict[str, list[float]]) -> dict:
+    """Pearson correlation, within documents (each document's mean taken out), of a sample's Delta with what
+    can be read off its text: words, share of its 8-grams copied from the document, boilerplate. A feature that
+    goes with Delta inside a group is a direction GRPO's advantages can push; none means the spread looks like
+    noise around the policy's mean (the best of 8 draws lands ~1.4 standard deviations above it anyway)."""
+    import numpy as np
+
+    from resume.data import doc_text
+    from resume.quality import copy_share, has_boilerplate
+
+    cols: dict[str, list[float]] = {"delta": [], "words": [], "copy_8gram": [], "boilerplate": []}
+    for d in ids:
+        doc = doc_text(ds.corpus[d])
+        rows = {"delta": deltas[d], "words": [len(t.split()) for t in groups[d]],
+                "copy_8gram": [copy_share(t, doc) or 0.0 for t in groups[d]],
+                "boilerplate": [float(has_boilerplate(t)) for t in groups[d]]}
+        for k, v in rows.items():
+            cols[k] += list(np.asarray(v, dtype=float) - np.mean(v))
+    y = np.asarray(cols.pop("delta"))
+    return {k: round(float(np.corrcoef(y, np.asarray(v))[0, 1]), 4) if np.std(v) > 0 else None
+            for k, v in cols.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs" / "cranfield.yaml"))
+    ap.add_argument("--data", default=str(ROOT / "data" / "cranfield"))
+    ap.add_argument("--set", action="append", default=[], help="config override")
+    ap.add_argument("--n", type=int, default=None, help="samples per document (default grpo.num_generations)")
+    ap.add_argument("--docs", type=int, default=None,
+                    help="only the first N of the judge's documents (default: all grpo.judge_docs)")
+    ap.add_argument("--prompts-per-call", type=int, default=2, help="documents per generate call (GRPO's step: 2)")
+    ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "best_of_n"),
+                    help="cache of the greedy, lead and sampled texts (a rerun resumes from it)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "best_of_n_probe.json"))
+    args = ap.parse_args(argv)
+
+    from _common import write_result
+    from grpo_probe import measure, measure_lead, paired
+
+    from resume.config import load_config
+    from resume.data import load_beir
+    from resume.grpo import judge_doc_ids
+    from resume.loop import run_env
+    from resume.quality import fixed_judge
+    from resume.retriever import Encoder
+
+    cfg = load_config(args.config, args.set)
+    n = args.n or cfg.grpo.num_generations
+    ds = load_beir(args.data)
+    ids = judge_doc_ids(cfg, ds)[:args.docs]
+    out_root = Path(args.work)
+    t0 = time.perf_counter()
+    greedy = measure(cfg, args.data, cfg.summarizer.model, out_root / "greedy", ids)
+    lead = measure_lead(cfg, args.data, out_root / "lead", ids)
+    t1 = time.perf_counter()
+    groups = sample_groups(cfg, ds, ids, n, out_root / "samples.jsonl", args.prompts_per_call)
+    sample_s = time.perf_counter() - t1
+    enc = Encoder(cfg.retriever.model, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
+    per_k = [fixed_judge(cfg, data_dir=args.data, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
+                         doc_ids=ids, encoder=enc, per_doc=True) for k in range(n)]
+    ids = [d for d in ids if all(d in j["delta_per_doc"] for j in per_k)]
+    deltas = {d: [j["delta_per_doc"][d] for j in per_k] for d in ids}
+    rewards = {d: [j["reward_per_doc"][d] for j in per_k] for d in ids}
+    picks = {
+        "mean": {d: statistics.fmean(deltas[d]) for d in ids},
+        "best_reward": {d: deltas[d][max(range(n), key=lambda k, d=d: rewards[d][k])] for d in ids},
+        "best_delta": {d: max(deltas[d]) for d in ids},
+    }
+    features = sample_features(ds, ids, groups, deltas)
+    arms = {name: {"fixed_judge": {"delta_per_doc": v, "delta_mean": statistics.fmean(v.values())}}
+            for name, v in picks.items()}
+    lead_d = lead["fixed_judge"]["delta_per_doc"]
+    result = {
+        "config": args.config, "overrides": args.set, "n_docs": len(ids), "n_samples": n,
+        "sampling": {"temperature": cfg.grpo.temperature, "top_p": cfg.grpo.top_p, "top_k": 0,
+                     "max_new_tokens": cfg.grpo.max_completion_length, "prompts_per_call": args.prompts_per_call},
+        "env": run_env(cfg),
+        "delta_mean": {"greedy_f0": greedy["fixed_judge"]["delta_mean"], "lead": lead["fixed_judge"]["delta_mean"],
+                       **{k: a["fixed_judge"]["delta_mean"] for k, a in arms.items()}},
+        "reward_mean": {"greedy_f0": greedy["fixed_judge"]["reward_mean"],
+                        "samples": statistics.fmean(r for d in ids for r in rewards[d])},
+        "within_group_delta_sd_mean": statistics.fmean(statistics.pstdev(deltas[d]) for d in ids),
+        "docs_with_a_sample_above_the_lead": sum(max(deltas[d]) > lead_d[d] for d in ids if d in lead_d),
+        "docs_with_a_sample_above_the_document": sum(max(deltas[d]) > 0 for d in ids),
+        "paired": {f"{k}_vs_greedy_f0": paired(greedy, a) for k, a in arms.items()}
+        | {f"{k}_vs_lead": paired(lead, a) for k, a in arms.items()}
+        | {"lead_vs_greedy_f0": paired(greedy, lead)},
+        "within_doc_correlation_with_delta": features,
+        "greedy_quality": greedy["quality"],
+        "sample_s": round(sample_s, 1), "seconds": round(time.perf_counter() - t0, 1),
+        "examples": {d: {"samples": groups[d][:3], "deltas": deltas[d][:3]} for d in ids[:2]},
+    }
+    write_result(args.out, result)
+    print(json.dumps({k: result[k] for k in ("delta_mean", "within_group_delta_sd_mean",
+                                              "docs_with_a_sample_above_the_lead")}, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
