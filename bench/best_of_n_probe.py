@@ -44,7 +44,7 @@ def sample_groups(cfg, ds, ids: list[str], n: int, path: Path, prompts_per_call:
     from resume.data import doc_text
     from resume.io import iter_jsonl
     from resume.models import load_causal_lm, pick_device
-    from resume.summarizer import _decode, _stop_ids, build_prompt, set_cpu_threads
+    from resume.summarizer import _stop_ids, build_prompt, decode_generated, set_cpu_threads
 
     done = {r["_id"]: r["samples"] for r in iter_jsonl(path)} if path.exists() else {}
     todo = [d for d in ids if d not in done]
@@ -70,11 +70,8 @@ def sample_groups(cfg, ds, ids: list[str], n: int, path: Path, prompts_per_call:
         rows = out[:, enc["input_ids"].shape[1]:].tolist()
         with path.open("a", encoding="utf-8") as f:
             for j, d in enumerate(batch):
-                texts = []
-                for row in rows[j * n:(j + 1) * n]:
-                    cut = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))
-                    texts.append(" ".join(_decode(tok, row[:cut], cfg.summarizer.separator).split()))
-                done[d] = texts
+                done[d] = texts = [" ".join(decode_generated(tok, row, stops, cfg.summarizer.separator)[0].split())
+                                   for row in rows[j * n:(j + 1) * n]]
                 f.write(json.dumps({"_id": d, "samples": texts}) + "\n")
         print(f"sampled {len(done)}/{len(ids)} documents ({time.perf_counter() - t0:.0f} s for {len(batch)})",
               flush=True)

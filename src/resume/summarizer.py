@@ -184,6 +184,15 @@ def _decode(tokenizer, ids: list[int], separator: str) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def decode_generated(tokenizer, row: list[int], stops: set[int], separator: str) -> tuple[str, int, bool]:
+    """One generated row: (text up to and including its first stop token, tokens kept, whether a stop token
+    ended it); without a stop token the whole row (cut by max_new_tokens) is kept."""
+    for j, t in enumerate(row):
+        if t in stops:
+            return _decode(tokenizer, row[:j + 1], separator), j + 1, True
+    return _decode(tokenizer, row, separator), len(row), False
+
+
 def _stop_ids(model, tokenizer) -> set[int]:
     ids = set()
     for src in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
@@ -247,16 +256,8 @@ def generate_prompts(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
                              pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None, **extra)
     new = out[:, enc["input_ids"].shape[1]:].tolist()
     stops = _stop_ids(model, tokenizer)
-    texts, counts, finished = [], [], []
-    for row in new:
-        n, stop = len(row), False
-        for j, t in enumerate(row):
-            if t in stops:
-                n, stop = j + 1, True
-                break
-        texts.append(_decode(tokenizer, row[:n], separator))
-        counts.append(n)
-        finished.append(stop)
+    decoded = [decode_generated(tokenizer, row, stops, separator) for row in new]
+    texts, counts, finished = [d[0] for d in decoded], [d[1] for d in decoded], [d[2] for d in decoded]
     return (texts, counts, finished) if return_finished else (texts, counts)
 
 
