@@ -20,6 +20,17 @@ If even the oracle does not reach the lead, more GRPO on this model (more steps,
 if it does, what is missing is learning signal, not capacity. Samples are cached in
 bench/out/best_of_n/samples.jsonl (one line per document, written as each batch finishes), so an
 interrupted run resumes where it stopped (`--work`). A measurement script, not a product path.
+
+    .venv/bin/python bench/best_of_n_probe.py --heldout-split dev --docs 96 --prompts-per-call 4 \
+        --work bench/out/best_of_n_dev --out bench/best_of_n_dev_probe.json
+
+`--heldout-split dev` asks whether the best-of-N headroom is learnable rather than the luck of the draw: the
+documents are training documents that also answer dev queries (a sample seeded by `grpo.seed`, `--docs` of
+them); each sample is scored twice by g_0, with the document's training queries (what GRPO's reward sees)
+and with its dev queries (positives and the negatives' pool from dev; queries GRPO never sees). The sample
+GRPO favours is picked by the training reward and judged by its dev Delta against the group's mean dev Delta:
+if the pick is no better on dev, the spread inside a group is about the queries that scored it, not about
+the summary, and more of the same GRPO cannot turn it into retrieval.
 """
 
 from __future__ import annotations
@@ -101,6 +112,49 @@ def sample_features(ds, ids: list[str], groups: dict[str, list[str]], deltas: di
             for k, v in cols.items()}
 
 
+def heldout_scores(cfg, data: str, split: str, ids: list[str], groups: dict[str, list[str]],
+                   rewards: dict[str, list[float]], deltas: dict[str, list[float]], fixed: dict[str, Path],
+                   enc) -> dict:
+    """Every sample (and the fixed texts: greedy f_0, the lead) scored with `split`'s queries; the sample picked
+    by the training reward (GRPO's favourite) and by the training Delta, judged there against the group mean."""
+    import numpy as np
+    from grpo_probe import paired
+
+    from resume.data import load_beir
+    from resume.grpo import train_positives
+    from resume.quality import fixed_judge
+
+    pos = train_positives(load_beir(data), split)
+    n = len(next(iter(groups.values())))
+    per_k = [fixed_judge(cfg, data_dir=data, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
+                         doc_ids=ids, encoder=enc, per_doc=True, split=split) for k in range(n)]
+    held = {d: [j["delta_per_doc"][d] for j in per_k] for d in ids}
+    arms = {"mean": {d: float(np.mean(held[d])) for d in ids},
+            "pick_by_train_reward": {d: held[d][int(np.argmax(rewards[d]))] for d in ids},
+            "pick_by_train_delta": {d: held[d][int(np.argmax(deltas[d]))] for d in ids},
+            "oracle_heldout_best": {d: max(held[d]) for d in ids}}
+    for name, path in fixed.items():
+        arms[name] = fixed_judge(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
+                                 encoder=enc, per_doc=True, split=split)["delta_per_doc"]
+    wrapped = {k: {"fixed_judge": {"delta_per_doc": v}} for k, v in arms.items()}
+
+    # within a document, does a sample's training Delta go with its held-out Delta? (each document's mean out)
+    x = np.concatenate([np.asarray(deltas[d]) - np.mean(deltas[d]) for d in ids])
+    y = np.concatenate([np.asarray(held[d]) - np.mean(held[d]) for d in ids])
+    return {
+        "split": split, "n_docs": len(ids),
+        "positives_per_doc": float(np.mean([len(pos[d]) for d in ids])),
+        "delta_mean": {k: float(np.mean(list(v.values()))) for k, v in arms.items()},
+        "within_group_delta_sd_mean": float(np.mean([np.std(held[d]) for d in ids])),
+        "within_doc_corr_train_vs_heldout_delta": round(float(np.corrcoef(x, y)[0, 1]), 4),
+        "paired": {"pick_by_train_reward_vs_mean": paired(wrapped["mean"], wrapped["pick_by_train_reward"]),
+                   "pick_by_train_delta_vs_mean": paired(wrapped["mean"], wrapped["pick_by_train_delta"]),
+                   "pick_by_train_reward_vs_greedy_f0": paired(wrapped["greedy_f0"], wrapped["pick_by_train_reward"]),
+                   "pick_by_train_reward_vs_lead": paired(wrapped["lead"], wrapped["pick_by_train_reward"]),
+                   "lead_vs_greedy_f0": paired(wrapped["greedy_f0"], wrapped["lead"])},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "cranfield.yaml"))
@@ -113,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "best_of_n"),
                     help="cache of the greedy, lead and sampled texts (a rerun resumes from it)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "best_of_n_probe.json"))
+    ap.add_argument("--heldout-split", default=None,
+                    help="also score every sample with this split's queries (documents: training documents with "
+                         "positives in it; see the module docstring)")
     args = ap.parse_args(argv)
 
     from _common import write_result
-    from grpo_probe import measure, measure_lead, paired
+    from grpo_probe import heldout_doc_ids, measure, measure_lead, paired
 
     from resume.config import load_config
     from resume.data import load_beir
@@ -128,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, args.set)
     n = args.n or cfg.grpo.num_generations
     ds = load_beir(args.data)
-    ids = judge_doc_ids(cfg, ds)[:args.docs]
+    ids = (heldout_doc_ids(cfg, ds, args.heldout_split, args.docs or cfg.grpo.judge_docs) if args.heldout_split
+           else judge_doc_ids(cfg, ds)[:args.docs])
     out_root = Path(args.work)
     t0 = time.perf_counter()
     greedy = measure(cfg, args.data, cfg.summarizer.model, out_root / "greedy", ids)
@@ -171,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         "sample_s": round(sample_s, 1), "seconds": round(time.perf_counter() - t0, 1),
         "examples": {d: {"samples": groups[d][:3], "deltas": deltas[d][:3]} for d in ids[:2]},
     }
+    if args.heldout_split:
+        result["heldout"] = heldout_scores(cfg, args.data, args.heldout_split, ids, groups, rewards, deltas,
+                                           {"greedy_f0": out_root / "greedy" / "summaries.jsonl",
+                                            "lead": out_root / "lead" / "summaries.jsonl"}, enc)
     write_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("delta_mean", "within_group_delta_sd_mean",
                                               "docs_with_a_sample_above_the_lead")}, indent=1), flush=True)

@@ -10,11 +10,17 @@ plus the text signals. Then one GRPO round (`resume.grpo.grpo_train`, reward mod
 before and after, so the difference is what the round taught. Every setting of a sweep starts from f_0
 and writes bench/out/grpo_probe/<tag>/; a rerun skips finished rounds and cached summaries.
 Writes bench/grpo_probe.json (the environment, the settings, before/after per setting, the reward log).
+
+`--heldout-split dev` adds a second judge: f_0's and each round's greedy summaries of `--heldout-docs`
+training documents that also answer dev queries (`heldout_doc_ids`, bench/best_of_n_probe.py's documents),
+scored by g_0 with their dev queries, which GRPO never sees (some of those documents may have been the
+round's prompts, scored there with their training queries). A rerun with it reuses finished rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -47,6 +53,29 @@ def measure_lead(cfg, data: str, out: Path, ids: list[str]) -> dict:
     return {"fixed_judge": q["fixed_judge"]}
 
 
+def heldout_doc_ids(cfg, ds, split: str, k: int) -> list[str]:
+    """`k` training documents that also have positives in `split` (a sample seeded by `grpo.seed`, corpus order)."""
+    import random
+
+    from resume.grpo import train_positives
+
+    train, held = train_positives(ds, cfg.data.train_split), train_positives(ds, split)
+    docs = [d for d in ds.corpus if d in train and d in held]
+    keep = set(random.Random(f"heldout-{cfg.grpo.seed}").sample(docs, min(k, len(docs))))
+    return [d for d in docs if d in keep]
+
+
+def measure_heldout(cfg, data: str, model: str, out: Path, ids: list[str], split: str) -> dict:
+    """Greedy summaries of `ids` by `model`, scored by g_0 with `split`'s queries (per document)."""
+    from resume.quality import fixed_judge
+    from resume.summarizer import summarize_corpus
+
+    path = out / "summaries.jsonl"
+    summarize_corpus(cfg, data_dir=data, model=model, retriever=cfg.retriever.model, out_path=path, doc_ids=ids)
+    return {"fixed_judge": fixed_judge(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
+                                       per_doc=True, split=split)}
+
+
 def paired(a: dict, b: dict) -> dict:
     """b - a on the documents both were scored on (per-document Delta of the fixed judge): mean gain,
     documents better / worse, the project's paired t-test and sign-flip test (`resume.evaluate.paired_test`)
@@ -73,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure-only", action="store_true", help="f_0 (and --lead) only: no GRPO round")
     ap.add_argument("--lead", action="store_true", help="also score the lead control on the same documents")
     ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_probe.json"))
+    ap.add_argument("--heldout-split", default=None, help="also judge with this split's queries (module docstring)")
+    ap.add_argument("--heldout-docs", type=int, default=96, help="documents for --heldout-split")
     args = ap.parse_args(argv)
 
     from _common import write_result
@@ -98,11 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     before = measure(base, args.data, base.summarizer.model, f0_dir, ids)
     print(f"before: delta {before['fixed_judge']['delta_mean']:+.4f} reward {before['fixed_judge']['reward_mean']:+.3f}",
           flush=True)
+    held = None
+    if args.heldout_split:
+        hids = heldout_doc_ids(base, ds, args.heldout_split, args.heldout_docs)
+        held = {"split": args.heldout_split, "n_docs": len(hids),
+                "before": measure_heldout(base, args.data, base.summarizer.model, f0_dir / "heldout", hids,
+                                          args.heldout_split)}
     lead = None
     if args.lead:
         lead = measure_lead(base, args.data, out_root / "lead", ids)
         lead["vs_f0"] = paired(before, lead)
         print(f"lead: delta {lead['fixed_judge']['delta_mean']:+.4f} (vs f_0: {lead['vs_f0']})", flush=True)
+        if held:
+            from resume.quality import fixed_judge
+
+            held["lead"] = {"fixed_judge": fixed_judge(base, data_dir=args.data, summaries=out_root / "lead" /
+                                                       "summaries.jsonl", judge=base.retriever.model, doc_ids=hids,
+                                                       per_doc=True, split=args.heldout_split)}
+            held["lead"]["vs_f0"] = paired(held["before"], held["lead"])
     rounds = {}
     for tag, extra in ([] if args.measure_only else settings):
         cfg = load_config(args.config, [*args.set, *extra])
@@ -115,16 +159,27 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.perf_counter() - t1
         after = measure(cfg, args.data, str(model_dir), d, ids)
         log = list(iter_jsonl(model_dir / "reward_log.jsonl"))
-        rounds[tag] = {"overrides": extra, "after": after, "train_s": round(train_s, 1), "reward_log": log,
+        state = json.loads((model_dir / "trainer_state.json").read_text())
+        runtime = next((e["train_runtime"] for e in reversed(state.get("log_history", [])) if "train_runtime" in e),
+                       None)
+        # train_s: this invocation's wall time (0 when a finished round was reused); train_runtime_s: TRL's own
+        rounds[tag] = {"overrides": extra, "after": after, "train_s": round(train_s, 1),
+                       "train_runtime_s": runtime, "reward_log": log,
                        "delta_gain": after["fixed_judge"]["delta_mean"] - before["fixed_judge"]["delta_mean"],
                        "reward_gain": after["fixed_judge"]["reward_mean"] - before["fixed_judge"]["reward_mean"],
                        "paired_vs_f0": paired(before, after)}
+        if held:
+            h = measure_heldout(cfg, args.data, str(model_dir), d / "heldout", hids, args.heldout_split)
+            rounds[tag]["heldout"] = {"after": h, "paired_vs_f0": paired(held["before"], h)}
+            if "lead" in held:
+                rounds[tag]["heldout"]["paired_vs_lead"] = paired(held["lead"], h)
+            print(f"{tag} on {args.heldout_split} queries: {rounds[tag]['heldout']['paired_vs_f0']}", flush=True)
         print(f"{tag}: delta {after['fixed_judge']['delta_mean']:+.4f} ({rounds[tag]['delta_gain']:+.4f}) reward "
               f"{after['fixed_judge']['reward_mean']:+.3f} ({rounds[tag]['reward_gain']:+.3f}); train {train_s:.0f} s; "
               f"round reward {[round(r.get('reward_mean', 0), 2) for r in log]}", flush=True)
     doc = {"config": args.config, "overrides": args.set, "n_judge_docs": len(ids), "env": run_env(base),
            "summarizer": base.to_dict()["summarizer"], "grpo": base.to_dict()["grpo"], "before": before,
-           "lead": lead, "rounds": rounds,
+           "lead": lead, "heldout": held, "rounds": rounds,
            "seconds": round(time.perf_counter() - t0, 1)}
     write_result(args.out, doc)
     return 0

@@ -108,3 +108,26 @@ def test_fixed_judge_scores_held_out_documents_and_rewards_query_words(tmp_path)
 
     rows = build_grpo_dataset(cfg, ds, load_tokenizer("tiny-causal-lm"))
     assert not {r["doc_id"] for r in rows} & set(ids)
+
+
+def test_fixed_judge_split_scores_with_that_splits_queries():
+    """`split` picks whose queries score: a text made of a document's dev queries gains under split="dev" more
+    than under the training queries, and one made of its training queries the other way round."""
+    from resume.data import load_beir
+    from resume.grpo import train_positives
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    data = ROOT / "data" / "cranfield"
+    ds = load_beir(data)
+    train, dev = train_positives(ds, "train"), train_positives(ds, "dev")
+    ids = [d for d in ds.corpus if d in train and d in dev][:6]
+    assert len(ids) == 6
+    enc = _BagEncoder()
+
+    def judge(pos, split):
+        texts = {d: " ".join(ds.queries[q] for q in pos[d]) for d in ids}
+        return fixed_judge(cfg, data_dir=data, summaries=texts, judge="unused", doc_ids=ids, encoder=enc,
+                           split=split)["delta_mean"]
+
+    assert judge(dev, "dev") > judge(dev, None) and judge(train, None) > judge(train, "dev")
+    assert judge(dev, "dev") > 0.05 and judge(train, None) > 0.05

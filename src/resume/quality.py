@@ -107,7 +107,8 @@ def text_signals(rows: Sequence[Mapping[str, Any]], documents: Mapping[str, str]
 
 
 def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[str, str], judge: str,
-                doc_ids: Sequence[str] | None = None, encoder: Any = None, per_doc: bool = False) -> dict[str, Any]:
+                doc_ids: Sequence[str] | None = None, encoder: Any = None, per_doc: bool = False,
+                split: str | None = None) -> dict[str, Any]:
     """Mean Delta and reward of the summaries of the held-out training documents, scored by `judge`.
 
     summaries: a summaries.jsonl or {doc id: summary}; judge: the retriever (g_0) name or dir;
@@ -115,7 +116,9 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
     GRPO's (`reward.num_negatives` from the other training queries, seeded by `reward.seed`, documents
     in corpus order), so the judge gives the same negatives to every iteration. `per_doc`: add
     "delta_per_doc" ({doc id: Delta}) for paired comparisons of two summary sets on the same documents, and
-    "reward_per_doc" ({doc id: total reward}).
+    "reward_per_doc" ({doc id: total reward}). `split`: whose queries score (positives and the negatives'
+    pool; default `data.train_split`); another split asks whether a summary that GRPO's queries favour also
+    serves queries it never saw (bench/best_of_n_probe.py --heldout-split dev).
     """
     import numpy as np
 
@@ -124,9 +127,9 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
     from resume.rewards import RetrievalReward, sample_negatives
 
     ds = load_beir(data_dir)
-    split = cfg.data.train_split
+    split = split or cfg.data.train_split
     pos = train_positives(ds, split)
-    ids = list(doc_ids) if doc_ids is not None else judge_doc_ids(cfg, ds, split)
+    ids = list(doc_ids) if doc_ids is not None else judge_doc_ids(cfg, ds)
     texts = summaries if isinstance(summaries, Mapping) else read_summaries(summaries)
     ids = [d for d in ids if d in texts and d in pos]
     if not ids:
