@@ -112,7 +112,7 @@ def sample_features(ds, ids: list[str], groups: dict[str, list[str]], deltas: di
             for k, v in cols.items()}
 
 
-def heldout_scores(cfg, data: str, split: str, ids: list[str], groups: dict[str, list[str]],
+def heldout_scores(cfg, ds, data: str, split: str, ids: list[str], groups: dict[str, list[str]],
                    rewards: dict[str, list[float]], deltas: dict[str, list[float]], fixed: dict[str, Path],
                    enc) -> dict:
     """Every sample (and the fixed texts: greedy f_0, the lead) scored with `split`'s queries; the sample picked
@@ -120,11 +120,10 @@ def heldout_scores(cfg, data: str, split: str, ids: list[str], groups: dict[str,
     import numpy as np
     from grpo_probe import paired
 
-    from resume.data import load_beir
     from resume.grpo import train_positives
     from resume.quality import fixed_judge
 
-    pos = train_positives(load_beir(data), split)
+    pos = train_positives(ds, split)
     n = len(next(iter(groups.values())))
     per_k = [fixed_judge(cfg, data_dir=data, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
                          doc_ids=ids, encoder=enc, per_doc=True, split=split) for k in range(n)]
@@ -230,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "examples": {d: {"samples": groups[d][:3], "deltas": deltas[d][:3]} for d in ids[:2]},
     }
     if args.heldout_split:
-        result["heldout"] = heldout_scores(cfg, args.data, args.heldout_split, ids, groups, rewards, deltas,
+        result["heldout"] = heldout_scores(cfg, ds, args.data, args.heldout_split, ids, groups, rewards, deltas,
                                            {"greedy_f0": out_root / "greedy" / "summaries.jsonl",
                                             "lead": out_root / "lead" / "summaries.jsonl"}, enc)
     write_result(args.out, result)
