@@ -112,7 +112,7 @@ def sample_features(ds, ids: list[str], groups: dict[str, list[str]], deltas: di
             for k, v in cols.items()}
 
 
-def heldout_scores(cfg, ds, data: str, split: str, ids: list[str], groups: dict[str, list[str]],
+def heldout_scores(cfg, ds, split: str, ids: list[str], groups: dict[str, list[str]],
                    rewards: dict[str, list[float]], deltas: dict[str, list[float]], fixed: dict[str, Path],
                    enc) -> dict:
     """Every sample (and the fixed texts: greedy f_0, the lead) scored with `split`'s queries; the sample picked
@@ -125,7 +125,7 @@ def heldout_scores(cfg, ds, data: str, split: str, ids: list[str], groups: dict[
 
     pos = train_positives(ds, split)
     n = len(next(iter(groups.values())))
-    per_k = [fixed_judge(cfg, data_dir=data, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
+    per_k = [fixed_judge(cfg, data_dir=ds, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
                          doc_ids=ids, encoder=enc, per_doc=True, split=split) for k in range(n)]
     held = {d: [j["delta_per_doc"][d] for j in per_k] for d in ids}
     arms = {"mean": {d: float(np.mean(held[d])) for d in ids},
@@ -133,7 +133,7 @@ def heldout_scores(cfg, ds, data: str, split: str, ids: list[str], groups: dict[
             "pick_by_train_delta": {d: held[d][int(np.argmax(deltas[d]))] for d in ids},
             "oracle_heldout_best": {d: max(held[d]) for d in ids}}
     for name, path in fixed.items():
-        arms[name] = fixed_judge(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
+        arms[name] = fixed_judge(cfg, data_dir=ds, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
                                  encoder=enc, per_doc=True, split=split)["delta_per_doc"]
     wrapped = {k: {"fixed_judge": {"delta_per_doc": v}} for k, v in arms.items()}
 
@@ -188,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
            else judge_doc_ids(cfg, ds)[:args.docs])
     out_root = Path(args.work)
     t0 = time.perf_counter()
-    greedy = measure(cfg, args.data, cfg.summarizer.model, out_root / "greedy", ids)
-    lead = measure_lead(cfg, args.data, out_root / "lead", ids)
+    greedy = measure(cfg, args.data, cfg.summarizer.model, out_root / "greedy", ids, ds=ds)
+    lead = measure_lead(cfg, args.data, out_root / "lead", ids, ds=ds)
     t1 = time.perf_counter()
     groups = sample_groups(cfg, ds, ids, n, out_root / "samples.jsonl", args.prompts_per_call)
     sample_s = time.perf_counter() - t1
     enc = Encoder(cfg.retriever.model, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
-    per_k = [fixed_judge(cfg, data_dir=args.data, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
+    per_k = [fixed_judge(cfg, data_dir=ds, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
                          doc_ids=ids, encoder=enc, per_doc=True) for k in range(n)]
     ids = [d for d in ids if all(d in j["delta_per_doc"] for j in per_k)]
     deltas = {d: [j["delta_per_doc"][d] for j in per_k] for d in ids}
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         "examples": {d: {"samples": groups[d][:3], "deltas": deltas[d][:3]} for d in ids[:2]},
     }
     if args.heldout_split:
-        result["heldout"] = heldout_scores(cfg, ds, args.data, args.heldout_split, ids, groups, rewards, deltas,
+        result["heldout"] = heldout_scores(cfg, ds, args.heldout_split, ids, groups, rewards, deltas,
                                            {"greedy_f0": out_root / "greedy" / "summaries.jsonl",
                                             "lead": out_root / "lead" / "summaries.jsonl"}, enc)
     write_result(args.out, result)

@@ -15,6 +15,11 @@ Writes bench/grpo_probe.json (the environment, the settings, before/after per se
 training documents that also answer dev queries (`heldout_doc_ids`, bench/best_of_n_probe.py's documents),
 scored by g_0 with their dev queries, which GRPO never sees (some of those documents may have been the
 round's prompts, scored there with their training queries). A rerun with it reuses finished rounds.
+
+`--title-view` judges every summary set twice: alone (the paper's view, "fixed_judge") and after its
+document's title ("fixed_judge_titled", the view `evaluate.summary_title` indexes and `reward.summary_title`
+rewards), with the paired comparisons of both; the lead control starts with its title already and is
+compared as it is.
 """
 
 from __future__ import annotations
@@ -30,27 +35,40 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def measure(cfg, data: str, model: str, out: Path, ids: list[str]) -> dict:
-    from resume.quality import quality_signals
+def judges(cfg, ds, path: Path, ids: list[str], split: str | None = None, titled: bool = False) -> dict:
+    """{"fixed_judge": the summaries alone (the paper's view, whatever `reward.summary_title` says)} and,
+    with `titled`, "fixed_judge_titled": each summary after its document's title (the titled index's view)."""
+    from resume.quality import fixed_judge
+
+    out = {}
+    for key, title in (("fixed_judge", False), *((("fixed_judge_titled", True),) if titled else ())):
+        out[key] = fixed_judge(cfg, data_dir=ds, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
+                               per_doc=True, split=split, title=title)
+    return out
+
+
+def measure(cfg, data: str, model: str, out: Path, ids: list[str], ds=None, titled: bool = False) -> dict:
+    from resume.data import load_beir
+    from resume.quality import summary_quality
     from resume.summarizer import summarize_corpus
 
     path = out / "summaries.jsonl"
     stats = summarize_corpus(cfg, data_dir=data, model=model, retriever=cfg.retriever.model, out_path=path,
                              doc_ids=ids)
-    q = quality_signals(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids, per_doc=True)
-    return {"quality": q["text"], "fixed_judge": q["fixed_judge"], "generation_s": stats["generation_time_s"]}
+    return {"quality": summary_quality(path, data), **judges(cfg, ds or load_beir(data), path, ids, titled=titled),
+            "generation_s": stats["generation_time_s"]}
 
 
-def measure_lead(cfg, data: str, out: Path, ids: list[str]) -> dict:
-    """The lead control (title + first sentence, no LLM) on the same documents, scored the same way."""
+def measure_lead(cfg, data: str, out: Path, ids: list[str], ds=None) -> dict:
+    """The lead control (title + first sentence, no LLM) on the same documents, scored the same way (it
+    starts with the title already, so it has no titled view)."""
+    from resume.data import load_beir
     from resume.lead import write_lead_summaries
-    from resume.quality import quality_signals
 
     path = out / "summaries.jsonl"
     if not path.exists():
         write_lead_summaries(data, path, retriever_tokenizer=cfg.retriever.model)
-    q = quality_signals(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids, per_doc=True)
-    return {"fixed_judge": q["fixed_judge"]}
+    return judges(cfg, ds or load_beir(data), path, ids)
 
 
 def heldout_doc_ids(cfg, ds, split: str, k: int) -> list[str]:
@@ -65,26 +83,26 @@ def heldout_doc_ids(cfg, ds, split: str, k: int) -> list[str]:
     return [d for d in docs if d in keep]
 
 
-def measure_heldout(cfg, data: str, model: str, out: Path, ids: list[str], split: str) -> dict:
+def measure_heldout(cfg, data: str, model: str, out: Path, ids: list[str], split: str, ds=None,
+                    titled: bool = False) -> dict:
     """Greedy summaries of `ids` by `model`, scored by g_0 with `split`'s queries (per document)."""
-    from resume.quality import fixed_judge
+    from resume.data import load_beir
     from resume.summarizer import summarize_corpus
 
     path = out / "summaries.jsonl"
     summarize_corpus(cfg, data_dir=data, model=model, retriever=cfg.retriever.model, out_path=path, doc_ids=ids)
-    return {"fixed_judge": fixed_judge(cfg, data_dir=data, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
-                                       per_doc=True, split=split)}
+    return judges(cfg, ds or load_beir(data), path, ids, split=split, titled=titled)
 
 
-def paired(a: dict, b: dict) -> dict:
-    """b - a on the documents both were scored on (per-document Delta of the fixed judge): mean gain,
-    documents better / worse, the project's paired t-test and sign-flip test (`resume.evaluate.paired_test`)
-    and the Wilcoxon signed-rank p-value."""
+def paired(a: dict, b: dict, key: str = "fixed_judge", key_a: str | None = None) -> dict:
+    """b - a on the documents both were scored on (per-document Delta of the fixed judge `key`; `key_a`
+    for a's when it differs): mean gain, documents better / worse, the project's paired t-test and
+    sign-flip test (`resume.evaluate.paired_test`) and the Wilcoxon signed-rank p-value."""
     from scipy import stats
 
     from resume.evaluate import paired_test
 
-    da, db = a["fixed_judge"]["delta_per_doc"], b["fixed_judge"]["delta_per_doc"]
+    da, db = a[key_a or key]["delta_per_doc"], b[key]["delta_per_doc"]
     test = paired_test(da, db, metric="delta")
     x = [db[d] - da[d] for d in da if d in db]
     nz = [v for v in x if v != 0]
@@ -104,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_probe.json"))
     ap.add_argument("--heldout-split", default=None, help="also judge with this split's queries (module docstring)")
     ap.add_argument("--heldout-docs", type=int, default=96, help="documents for --heldout-split")
+    ap.add_argument("--title-view", action="store_true",
+                    help="also judge every summary set after its document's title (module docstring)")
     args = ap.parse_args(argv)
 
     from _common import write_result
@@ -126,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     out_root = ROOT / "bench" / "out" / "grpo_probe"
     t0 = time.perf_counter()
     f0_dir = out_root / ("f0-" + Path(str(base.summarizer.model)).name.replace("/", "_"))  # one cache per model
-    before = measure(base, args.data, base.summarizer.model, f0_dir, ids)
+    tv = args.title_view
+    before = measure(base, args.data, base.summarizer.model, f0_dir, ids, ds=ds, titled=tv)
+    if tv:
+        before["title_gain"] = paired(before, before, "fixed_judge_titled", key_a="fixed_judge")
     print(f"before: delta {before['fixed_judge']['delta_mean']:+.4f} reward {before['fixed_judge']['reward_mean']:+.3f}",
           flush=True)
     held = None
@@ -134,19 +157,20 @@ def main(argv: list[str] | None = None) -> int:
         hids = heldout_doc_ids(base, ds, args.heldout_split, args.heldout_docs)
         held = {"split": args.heldout_split, "n_docs": len(hids),
                 "before": measure_heldout(base, args.data, base.summarizer.model, f0_dir / "heldout", hids,
-                                          args.heldout_split)}
+                                          args.heldout_split, ds=ds, titled=tv)}
     lead = None
     if args.lead:
-        lead = measure_lead(base, args.data, out_root / "lead", ids)
+        lead = measure_lead(base, args.data, out_root / "lead", ids, ds=ds)
         lead["vs_f0"] = paired(before, lead)
+        if tv:
+            lead["vs_f0_titled"] = paired(before, lead, "fixed_judge", key_a="fixed_judge_titled")
         print(f"lead: delta {lead['fixed_judge']['delta_mean']:+.4f} (vs f_0: {lead['vs_f0']})", flush=True)
         if held:
-            from resume.quality import fixed_judge
-
-            held["lead"] = {"fixed_judge": fixed_judge(base, data_dir=args.data, summaries=out_root / "lead" /
-                                                       "summaries.jsonl", judge=base.retriever.model, doc_ids=hids,
-                                                       per_doc=True, split=args.heldout_split)}
+            held["lead"] = judges(base, ds, out_root / "lead" / "summaries.jsonl", hids, split=args.heldout_split)
             held["lead"]["vs_f0"] = paired(held["before"], held["lead"])
+            if tv:
+                held["lead"]["vs_f0_titled"] = paired(held["before"], held["lead"], "fixed_judge",
+                                                      key_a="fixed_judge_titled")
     rounds = {}
     for tag, extra in ([] if args.measure_only else settings):
         cfg = load_config(args.config, [*args.set, *extra])
@@ -157,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             grpo_train(cfg, data_dir=args.data, summarizer=cfg.summarizer.model, retriever=cfg.retriever.model,
                        out_dir=model_dir)
         train_s = time.perf_counter() - t1
-        after = measure(cfg, args.data, str(model_dir), d, ids)
+        after = measure(cfg, args.data, str(model_dir), d, ids, ds=ds, titled=tv)
         log = list(iter_jsonl(model_dir / "reward_log.jsonl"))
         state = json.loads((model_dir / "trainer_state.json").read_text())
         runtime = next((e["train_runtime"] for e in reversed(state.get("log_history", [])) if "train_runtime" in e),
@@ -168,11 +192,24 @@ def main(argv: list[str] | None = None) -> int:
                        "delta_gain": after["fixed_judge"]["delta_mean"] - before["fixed_judge"]["delta_mean"],
                        "reward_gain": after["fixed_judge"]["reward_mean"] - before["fixed_judge"]["reward_mean"],
                        "paired_vs_f0": paired(before, after)}
+        if tv:  # the titled view of f_0 and f_1 (and against the lead, which has its title already)
+            rounds[tag]["paired_vs_f0_titled"] = paired(before, after, "fixed_judge_titled")
+            if lead:
+                rounds[tag]["paired_vs_lead_titled"] = paired(lead, after, "fixed_judge_titled", key_a="fixed_judge")
+            print(f"{tag} titled view: vs f_0 {rounds[tag]['paired_vs_f0_titled']}", flush=True)
         if held:
-            h = measure_heldout(cfg, args.data, str(model_dir), d / "heldout", hids, args.heldout_split)
+            h = measure_heldout(cfg, args.data, str(model_dir), d / "heldout", hids, args.heldout_split, ds=ds,
+                                titled=tv)
             rounds[tag]["heldout"] = {"after": h, "paired_vs_f0": paired(held["before"], h)}
             if "lead" in held:
                 rounds[tag]["heldout"]["paired_vs_lead"] = paired(held["lead"], h)
+            if tv:
+                rounds[tag]["heldout"]["paired_vs_f0_titled"] = paired(held["before"], h, "fixed_judge_titled")
+                if "lead" in held:
+                    rounds[tag]["heldout"]["paired_vs_lead_titled"] = paired(held["lead"], h, "fixed_judge_titled",
+                                                                             key_a="fixed_judge")
+                print(f"{tag} titled view on {args.heldout_split} queries: "
+                      f"{rounds[tag]['heldout']['paired_vs_f0_titled']}", flush=True)
             print(f"{tag} on {args.heldout_split} queries: {rounds[tag]['heldout']['paired_vs_f0']}", flush=True)
         print(f"{tag}: delta {after['fixed_judge']['delta_mean']:+.4f} ({rounds[tag]['delta_gain']:+.4f}) reward "
               f"{after['fixed_judge']['reward_mean']:+.3f} ({rounds[tag]['reward_gain']:+.3f}); train {train_s:.0f} s; "

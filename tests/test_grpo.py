@@ -79,6 +79,18 @@ def test_dataset_rows(cfg, ds, tok):
     assert build_grpo_dataset(cfg, ds, tok) == rows  # seeded
 
 
+def test_make_reward_titles_follow_reward_summary_title(cfg, ds, tok):
+    """grpo-train's reward scores title + summary exactly when `reward.summary_title` is set."""
+    from resume.config import load_config
+    from resume.grpo import make_reward
+
+    rows = build_grpo_dataset(cfg, ds, tok)[:3]
+    assert make_reward(cfg, ds, rows, "tiny-encoder", "cpu").titles is None  # the paper's reward
+    on = load_config(ROOT / "configs" / "tiny.yaml", ["reward.summary_title=true"])
+    titles = make_reward(on, ds, rows, "tiny-encoder", "cpu").titles
+    assert titles == {r["doc_id"]: ds.corpus[r["doc_id"]]["title"] for r in rows} and any(titles.values())
+
+
 def test_dataset_cap_and_no_negatives(ds, tok):
     c = load_config(ROOT / "configs" / "tiny.yaml", ["grpo.max_train_docs=3", "reward.use_negatives=false"])
     rows = build_grpo_dataset(c, ds, tok)

@@ -131,3 +131,31 @@ def test_fixed_judge_split_scores_with_that_splits_queries():
 
     assert judge(dev, "dev") > judge(dev, None) and judge(train, None) > judge(train, "dev")
     assert judge(dev, "dev") > 0.05 and judge(train, None) > 0.05
+
+
+def test_fixed_judge_title_scores_the_titled_view_and_takes_a_loaded_dataset():
+    """`title=True` scores title + summary (`resume.lead.join_title`); None follows `reward.summary_title`;
+    a loaded dataset gives the same numbers as its directory."""
+    from resume.data import load_beir
+    from resume.grpo import train_positives
+    from resume.lead import join_title
+
+    data = ROOT / "data" / "cranfield"
+    ds = load_beir(data)
+    ids = [d for d in ds.corpus if d in train_positives(ds, "train")][:6]
+    enc = _BagEncoder()
+    texts = {d: "a summary that says nothing" for d in ids}
+    titled = {d: join_title(ds.corpus[d]["title"], texts[d]) for d in ids}
+
+    def judge(cfg, summaries, **kw):
+        return fixed_judge(cfg, data_dir=kw.pop("data", data), summaries=summaries, judge="unused", doc_ids=ids,
+                           encoder=enc, per_doc=True, **kw)
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    plain, as_titled = judge(cfg, texts), judge(cfg, texts, title=True)
+    assert as_titled["title"] and not plain["title"]
+    assert as_titled["delta_per_doc"] == pytest.approx(judge(cfg, titled)["delta_per_doc"])
+    assert as_titled["delta_mean"] > plain["delta_mean"]  # the titles share words with the queries
+    by_cfg = judge(load_config(ROOT / "configs" / "tiny.yaml", ["reward.summary_title=true"]), texts)
+    assert by_cfg["title"] and by_cfg["delta_per_doc"] == pytest.approx(as_titled["delta_per_doc"])
+    assert judge(cfg, texts, data=ds)["delta_per_doc"] == pytest.approx(plain["delta_per_doc"])

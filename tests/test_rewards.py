@@ -264,6 +264,20 @@ def test_reward_ablations_continuous_and_no_negatives():
     assert p.ret_doc == pytest.approx(1 / np.sqrt(2), abs=1e-6)
 
 
+def test_titles_score_the_titled_view_and_count_the_summarys_own_tokens():
+    """`titles` (reward.summary_title): RetScore encodes title + summary, as a titled index holds it; the
+    structure reward counts the summary alone; a document without a title keeps the summary as it is."""
+    titled = {**TABLE, "Lift. BAD": [1, 0.2, 0]}  # the title turns BAD into GOOD's vector
+    enc = FakeEncoder(titled, dim=3)
+    reward = RetrievalReward(enc, Q, D, RewardConfig(), titles={"d1": "Lift", "d2": ""})
+    plain, _ = make_reward()
+    cols = dict(doc_id=["d1", "d2"], pos_query_ids=[["q1"], ["q1"]], neg_query_ids=[["q2"], ["q2"]])
+    out = reward(completions=["</think>BAD", "</think>BAD"], **cols)
+    ref = plain(completions=["</think>GOOD", "</think>BAD"], **cols)
+    assert out == pytest.approx(ref)  # d1 scored as "Lift. BAD" (GOOD's vector); d2 untitled: BAD itself
+    assert [p.n_tokens for p in reward.last_parts] == [1, 1]  # the summary's own token, not the title's
+
+
 def test_reward_token_lengths_through_adapter():
     reward, _ = make_reward()
     lengths = [63, 64, 128, 129, 160, 161]

@@ -207,6 +207,11 @@ class RewardConfig:
     clamp_negative: bool = field(default=True, metadata={"help": (
         "Clamp cosine similarities at 0 before RetScore (a zero denominator gives 0).")})
     seed: int = field(default=0, metadata={"help": "Seed of the negative-query samples."})
+    summary_title: bool = field(default=False, metadata={"help": (
+        "Score each summary after its document's title (`resume.lead.join_title`), the view that "
+        "`evaluate.summary_title` indexes, so GRPO learns what the title does not already say (beyond the "
+        "paper, which scores the summary alone; the structure reward still counts the summary's own tokens). "
+        "The fixed judge scores the same view.")})
 
     def __post_init__(self):
         _check(0 < self.min_tokens <= self.max_tokens <= self.over_limit, "reward.min_tokens/max_tokens/over_limit",

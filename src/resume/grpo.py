@@ -210,8 +210,9 @@ def make_reward(cfg: ResumeConfig, ds, rows: list[dict[str, Any]], retriever: st
     docs = {r["doc_id"]: doc_text(ds.corpus[r["doc_id"]]) for r in rows}
     qids = sorted({q for r in rows for q in (*r["pos_query_ids"], *r["neg_query_ids"])})
     train_qids = sorted(q for q in ds.qrels.get(cfg.data.train_split, {}) if q in ds.queries)
+    titles = ({d: str(ds.corpus[d].get("title") or "") for d in docs} if cfg.reward.summary_title else None)
     reward = RetrievalReward(encoder, ds.queries, docs, cfg.reward, separator=cfg.summarizer.separator,
-                             train_query_ids=train_qids, prefix=reasoning_prefix(cfg))
+                             train_query_ids=train_qids, prefix=reasoning_prefix(cfg), titles=titles)
     reward.warm(doc_ids=list(docs), query_ids=qids)
     return reward
 

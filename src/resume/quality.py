@@ -106,9 +106,9 @@ def text_signals(rows: Sequence[Mapping[str, Any]], documents: Mapping[str, str]
     }
 
 
-def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[str, str], judge: str,
+def fixed_judge(cfg, *, data_dir: Any, summaries: str | Path | Mapping[str, str], judge: str,
                 doc_ids: Sequence[str] | None = None, encoder: Any = None, per_doc: bool = False,
-                split: str | None = None) -> dict[str, Any]:
+                split: str | None = None, title: bool | None = None) -> dict[str, Any]:
     """Mean Delta and reward of the summaries of the held-out training documents, scored by `judge`.
 
     summaries: a summaries.jsonl or {doc id: summary}; judge: the retriever (g_0) name or dir;
@@ -118,7 +118,10 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
     "delta_per_doc" ({doc id: Delta}) for paired comparisons of two summary sets on the same documents, and
     "reward_per_doc" ({doc id: total reward}). `split`: whose queries score (positives and the negatives'
     pool; default `data.train_split`); another split asks whether a summary that GRPO's queries favour also
-    serves queries it never saw (bench/best_of_n_probe.py --heldout-split dev).
+    serves queries it never saw (bench/best_of_n_probe.py --heldout-split dev). `title` (None =
+    `reward.summary_title`): score each summary after its document's title, as a titled index holds it.
+    `data_dir`: a BEIR directory, or the already loaded `BeirDataset` (a probe scoring many summary sets
+    reads the collection once).
     """
     import numpy as np
 
@@ -126,8 +129,9 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
     from resume.grpo import judge_doc_ids, train_positives
     from resume.rewards import RetrievalReward, sample_negatives
 
-    ds = load_beir(data_dir)
+    ds = data_dir if hasattr(data_dir, "corpus") else load_beir(data_dir)
     split = split or cfg.data.train_split
+    title = cfg.reward.summary_title if title is None else bool(title)
     pos = train_positives(ds, split)
     ids = list(doc_ids) if doc_ids is not None else judge_doc_ids(cfg, ds)
     texts = summaries if isinstance(summaries, Mapping) else read_summaries(summaries)
@@ -143,10 +147,11 @@ def fixed_judge(cfg, *, data_dir: str | Path, summaries: str | Path | Mapping[st
 
         encoder = Encoder(judge, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
     reward = RetrievalReward(encoder, ds.queries, {d: doc_text(ds.corpus[d]) for d in ids}, cfg.reward,
-                             separator=cfg.summarizer.separator, train_query_ids=train_qids)
+                             separator=cfg.summarizer.separator, train_query_ids=train_qids,
+                             titles={d: str(ds.corpus[d].get("title") or "") for d in ids} if title else None)
     parts = reward.score(ids, [texts[d] for d in ids], [pos[d] for d in ids], neg)
     deltas = [p.delta for p in parts]
-    out = {"n": len(ids), "judge": str(judge), "delta_mean": _mean(deltas),
+    out = {"n": len(ids), "judge": str(judge), "title": title, "delta_mean": _mean(deltas),
            "reward_mean": _mean([p.total for p in parts]),
            "delta_positive_share": _mean([d > 0 for d in deltas]),
            "retscore_summary_mean": _mean([p.ret_summary or 0.0 for p in parts]),

@@ -248,6 +248,9 @@ class RetrievalReward:
         train_query_ids: pool for negatives when a row has no `neg_query_ids` column (sampled once
             per document with `cfg.seed`, so every completion of a group is scored on the same set).
         name: `__name__` that TRL shows in its logs.
+        titles: doc id -> title, or None. Given (`reward.summary_title`), RetScore scores each summary
+            after its document's title (`resume.lead.join_title`), the text a titled index holds; the
+            structure reward still counts the summary's own tokens.
 
     Dataset columns read (TRL repeats them per generation): `doc_id`, `pos_query_ids`,
     `neg_query_ids` (optional). Query and document embeddings are cached for the lifetime of the object
@@ -258,8 +261,10 @@ class RetrievalReward:
 
     def __init__(self, encoder: Any, queries: Mapping[str, str], docs: Mapping[str, str],
                  cfg: RewardConfig | None = None, *, separator: str = "</think>",
-                 train_query_ids: Iterable[str] | None = None, name: str = "retrieval_reward", prefix: str = ""):
+                 train_query_ids: Iterable[str] | None = None, name: str = "retrieval_reward", prefix: str = "",
+                 titles: Mapping[str, str] | None = None):
         self.encoder = encoder
+        self.titles = titles
         self.prefix = prefix
         self.queries = queries
         self.docs = docs
@@ -356,7 +361,13 @@ class RetrievalReward:
         emb = np.zeros((0, 0), dtype=np.float32)
         counts: list[int] = []
         if texts:
-            emb = _normalize_rows(self.encoder.encode_docs(texts))  # (n_present, d): the one encode
+            if self.titles is None:
+                indexed = texts
+            else:
+                from resume.lead import join_title
+
+                indexed = [join_title(self.titles.get(dids[i], ""), summaries[i]) for i in present]
+            emb = _normalize_rows(self.encoder.encode_docs(indexed))  # (n_present, d): the one encode
             counts = [int(c) for c in self.encoder.count_tokens(texts)]
         row = {i: j for j, i in enumerate(present)}
 
