@@ -102,6 +102,7 @@ def test_fixed_judge_scores_held_out_documents_and_rewards_query_words(tmp_path)
     assert "delta_per_doc" not in as_doc and list(better["delta_per_doc"]) == ids  # paired comparisons
     assert sum(better["delta_per_doc"].values()) / 4 == pytest.approx(better["delta_mean"])
     assert sum(better["reward_per_doc"].values()) / 4 == pytest.approx(better["reward_mean"])
+    assert better["structure_mean"] + better["retrieval_mean"] == pytest.approx(better["reward_mean"])  # its parts
     # GRPO never sees the judge's documents
     from resume.grpo import build_grpo_dataset
     from resume.models import load_tokenizer

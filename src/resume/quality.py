@@ -153,6 +153,7 @@ def fixed_judge(cfg, *, data_dir: Any, summaries: str | Path | Mapping[str, str]
     deltas = [p.delta for p in parts]
     out = {"n": len(ids), "judge": str(judge), "title": title, "delta_mean": _mean(deltas),
            "reward_mean": _mean([p.total for p in parts]),
+           "structure_mean": _mean([p.structure for p in parts]), "retrieval_mean": _mean([p.retrieval for p in parts]),
            "delta_positive_share": _mean([d > 0 for d in deltas]),
            "retscore_summary_mean": _mean([p.ret_summary or 0.0 for p in parts]),
            "retscore_doc_mean": _mean([p.ret_doc or 0.0 for p in parts])}
