@@ -172,14 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from _common import write_result
-    from grpo_probe import heldout_doc_ids, measure, measure_lead, paired
+    from grpo_probe import heldout_doc_ids, judge_encoder, measure, measure_lead, paired
 
     from resume.config import load_config
     from resume.data import load_beir
     from resume.grpo import judge_doc_ids
     from resume.loop import run_env
     from resume.quality import fixed_judge
-    from resume.retriever import Encoder
 
     cfg = load_config(args.config, args.set)
     n = args.n or cfg.grpo.num_generations
@@ -193,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     groups = sample_groups(cfg, ds, ids, n, out_root / "samples.jsonl", args.prompts_per_call)
     sample_s = time.perf_counter() - t1
-    enc = Encoder(cfg.retriever.model, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
+    enc = judge_encoder(cfg)  # the one g_0 of every score in this run
     per_k = [fixed_judge(cfg, data_dir=ds, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
                          doc_ids=ids, encoder=enc, per_doc=True) for k in range(n)]
     ids = [d for d in ids if all(d in j["delta_per_doc"] for j in per_k)]

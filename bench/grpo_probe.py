@@ -32,7 +32,24 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT_ROOT = ROOT / "bench" / "out" / "grpo_probe"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_ENCODERS: dict[str, object] = {}
+
+
+def f0_dir(cfg) -> Path:
+    """The cache of f_0's summaries and scores, one per summarizer (shared by the probes)."""
+    return OUT_ROOT / ("f0-" + Path(str(cfg.summarizer.model)).name.replace("/", "_"))
+
+
+def judge_encoder(cfg):
+    """g_0 (`cfg.retriever`), loaded once per process for every fixed-judge call of a probe."""
+    from resume.retriever import Encoder
+
+    key = repr((cfg.retriever, cfg.device))
+    if key not in _ENCODERS:
+        _ENCODERS[key] = Encoder(cfg.retriever.model, cfg.retriever, device=None if cfg.device == "auto" else cfg.device)
+    return _ENCODERS[key]
 
 
 def judges(cfg, ds, path: Path, ids: list[str], split: str | None = None, titled: bool = False) -> dict:
@@ -43,7 +60,7 @@ def judges(cfg, ds, path: Path, ids: list[str], split: str | None = None, titled
     out = {}
     for key, title in (("fixed_judge", False), *((("fixed_judge_titled", True),) if titled else ())):
         out[key] = fixed_judge(cfg, data_dir=ds, summaries=path, judge=cfg.retriever.model, doc_ids=ids,
-                               per_doc=True, split=split, title=title)
+                               encoder=judge_encoder(cfg), per_doc=True, split=split, title=title)
     return out
 
 
@@ -143,11 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         load_config(args.config, [*args.set, *extra])
     ds = load_beir(args.data)
     ids = judge_doc_ids(base, ds)
-    out_root = ROOT / "bench" / "out" / "grpo_probe"
+    out_root = OUT_ROOT
     t0 = time.perf_counter()
-    f0_dir = out_root / ("f0-" + Path(str(base.summarizer.model)).name.replace("/", "_"))  # one cache per model
+    f0 = f0_dir(base)
     tv = args.title_view
-    before = measure(base, args.data, base.summarizer.model, f0_dir, ids, ds=ds, titled=tv)
+    before = measure(base, args.data, base.summarizer.model, f0, ids, ds=ds, titled=tv)
     if tv:
         before["title_gain"] = paired(before, before, "fixed_judge_titled", key_a="fixed_judge")
     print(f"before: delta {before['fixed_judge']['delta_mean']:+.4f} reward {before['fixed_judge']['reward_mean']:+.3f}",
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.heldout_split:
         hids = heldout_doc_ids(base, ds, args.heldout_split, args.heldout_docs)
         held = {"split": args.heldout_split, "n_docs": len(hids),
-                "before": measure_heldout(base, args.data, base.summarizer.model, f0_dir / "heldout", hids,
+                "before": measure_heldout(base, args.data, base.summarizer.model, f0 / "heldout", hids,
                                           args.heldout_split, ds=ds, titled=tv)}
     lead = None
     if args.lead:

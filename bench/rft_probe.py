@@ -33,12 +33,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def picks(cfg, ds, groups: dict[str, list[str]], tok) -> tuple[dict[str, str], dict]:
     """{doc id: the sample with the highest total reward} and what was dropped (cut picks)."""
+    from grpo_probe import judge_encoder
+
     from resume.quality import fixed_judge
 
-    ids = sorted(groups, key=list(ds.corpus).index)
+    ids = [d for d in ds.corpus if d in groups]
     n = len(next(iter(groups.values())))
     per_k = [fixed_judge(cfg, data_dir=ds, summaries={d: groups[d][k] for d in ids}, judge=cfg.retriever.model,
-                         doc_ids=ids, per_doc=True, title=False) for k in range(n)]
+                         doc_ids=ids, encoder=judge_encoder(cfg), per_doc=True, title=False) for k in range(n)]
     ids = [d for d in ids if all(d in j["reward_per_doc"] for j in per_k)]
     out, cut = {}, []
     for d in ids:
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from _common import write_result
-    from grpo_probe import judges, measure, measure_lead, paired
+    from grpo_probe import OUT_ROOT, f0_dir, judges, measure, measure_lead, paired
 
     from resume.config import load_config
     from resume.data import load_beir
@@ -151,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
            else fine_tune(cfg, ds, chosen, work, args.lr, args.epochs, args.batch))
     print(f"fine-tuned on {len(chosen)} picks: {sft}", flush=True)
 
-    f0_dir = ROOT / "bench" / "out" / "grpo_probe" / ("f0-" + Path(str(cfg.summarizer.model)).name)
-    before = measure(cfg, args.data, cfg.summarizer.model, f0_dir, ids, ds=ds, titled=True)
+    before = measure(cfg, args.data, cfg.summarizer.model, f0_dir(cfg), ids, ds=ds, titled=True)
     after = measure(cfg, args.data, str(model_dir), work, ids, ds=ds, titled=True)
-    lead = measure_lead(cfg, args.data, ROOT / "bench" / "out" / "grpo_probe" / "lead", ids, ds=ds)
+    lead = measure_lead(cfg, args.data, OUT_ROOT / "lead", ids, ds=ds)
     result = {"config": args.config, "overrides": args.set, "env": run_env(cfg), "samples": str(samples),
               "judge_docs_in_samples_dropped": len(overlap), "more_docs": len(more),
               "more_docs_sample_s": round(sample_s, 1), "n_pairs": len(chosen), "picks": pick_stats,
