@@ -8,7 +8,9 @@ GRPO prompts) scored by g_0 (`resume.quality.fixed_judge`: mean Delta, mean rewa
 plus the text signals. Then one GRPO round (`resume.grpo.grpo_train`, reward model g_0, the config's
 `grpo.*` settings) from f_0, and the same measurement with f_1. The judge and the documents are the same
 before and after, so the difference is what the round taught. Every setting of a sweep starts from f_0
-and writes bench/out/grpo_probe/<tag>/; a rerun skips finished rounds and cached summaries.
+and writes bench/out/grpo_probe/<tag>/ (`--work` for another folder); a rerun skips finished rounds and
+cached summaries. Each round records its `--set` and sweep overrides (`<tag>/settings.json`), and a rerun with
+other overrides stops instead of reusing a round trained otherwise (give it its own `--work`).
 Writes bench/grpo_probe.json (the environment, the settings, before/after per setting, the reward log).
 
 `--heldout-split dev` adds a second judge: f_0's and each round's greedy summaries of `--heldout-docs`
@@ -111,6 +113,26 @@ def measure_heldout(cfg, data: str, model: str, out: Path, ids: list[str], split
     return judges(cfg, ds or load_beir(data), path, ids, split=split, titled=titled)
 
 
+def check_round_settings(d: Path, overrides: list[str]) -> None:
+    """A round's folder is named by its sweep value only, so it records every override it was trained with
+    (`settings.json`) and a rerun with other `--set` values (another summarizer, other dtypes) stops here
+    instead of reusing it. Rounds trained before the record existed are reused with a warning."""
+    rec = d / "settings.json"
+    if rec.exists():
+        had = json.loads(rec.read_text())["overrides"]
+        if had != overrides:
+            raise SystemExit(f"{d}: this round was trained with {had}, not {overrides}; "
+                             "pass another --work folder or remove the round")
+        return
+    if (d / "summarizer" / "trainer_state.json").exists():
+        print(f"warning: {d} has no settings.json (a round from before the record); reusing it as it is", flush=True)
+        return
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = rec.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"overrides": overrides}, indent=1))
+    tmp.replace(rec)
+
+
 def paired(a: dict, b: dict, key: str = "fixed_judge", key_a: str | None = None) -> dict:
     """b - a on the documents both were scored on (per-document Delta of the fixed judge `key`; `key_a`
     for a's when it differs): mean gain, documents better / worse, the project's paired t-test and
@@ -139,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench" / "grpo_probe.json"))
     ap.add_argument("--heldout-split", default=None, help="also judge with this split's queries (module docstring)")
     ap.add_argument("--heldout-docs", type=int, default=96, help="documents for --heldout-split")
+    ap.add_argument("--work", default=str(OUT_ROOT),
+                    help="folder of the rounds (<work>/<tag>/); a round records its settings there (module docstring)")
     ap.add_argument("--title-view", action="store_true",
                     help="also judge every summary set after its document's title (module docstring)")
     args = ap.parse_args(argv)
@@ -160,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         load_config(args.config, [*args.set, *extra])
     ds = load_beir(args.data)
     ids = judge_doc_ids(base, ds)
-    out_root = OUT_ROOT
     t0 = time.perf_counter()
     f0 = f0_dir(base)
     tv = args.title_view
@@ -177,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                                           args.heldout_split, ds=ds, titled=tv)}
     lead = None
     if args.lead:
-        lead = measure_lead(base, args.data, out_root / "lead", ids, ds=ds)
+        lead = measure_lead(base, args.data, OUT_ROOT / "lead", ids, ds=ds)
         lead["vs_f0"] = paired(before, lead)
         if tv:
             lead["vs_f0_titled"] = paired(before, lead, "fixed_judge", key_a="fixed_judge_titled")
         print(f"lead: delta {lead['fixed_judge']['delta_mean']:+.4f} (vs f_0: {lead['vs_f0']})", flush=True)
         if held:
-            held["lead"] = judges(base, ds, out_root / "lead" / "summaries.jsonl", hids, split=args.heldout_split)
+            held["lead"] = judges(base, ds, OUT_ROOT / "lead" / "summaries.jsonl", hids, split=args.heldout_split)
             held["lead"]["vs_f0"] = paired(held["before"], held["lead"])
             if tv:
                 held["lead"]["vs_f0_titled"] = paired(held["before"], held["lead"], "fixed_judge",
@@ -191,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     rounds = {}
     for tag, extra in ([] if args.measure_only else settings):
         cfg = load_config(args.config, [*args.set, *extra])
-        d = out_root / tag.replace("/", "_")
+        d = Path(args.work) / tag.replace("/", "_")
         model_dir = d / "summarizer"
+        check_round_settings(d, [*args.set, *extra])
         t1 = time.perf_counter()
         if not (model_dir / "trainer_state.json").exists():
             grpo_train(cfg, data_dir=args.data, summarizer=cfg.summarizer.model, retriever=cfg.retriever.model,
