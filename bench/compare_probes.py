@@ -2,7 +2,8 @@
 on the same documents by the same fixed judge):
 
     .venv/bin/python bench/compare_probes.py bench/grpo_probe_steps48_amxbf16.json \
-        bench/grpo_probe_qwen_steps48_amxbf16.json --round max_steps=48 --out bench/compare_qwen_smollm2_amx.json
+        bench/grpo_probe_qwen_steps24_amxbf16.json --round max_steps=48:max_steps=24 \
+        --out bench/compare_qwen_smollm2_amx.json
 
 For f_0 (`before`) and, with `--round TAG` (or `--round TAG_A:TAG_B`), for that round's summaries (`after`),
 B − A per document with grpo_probe's paired tests, for every view both files judged (`fixed_judge`: the

@@ -127,10 +127,9 @@ def check_round_settings(d: Path, overrides: list[str]) -> None:
     if (d / "summarizer" / "trainer_state.json").exists():
         print(f"warning: {d} has no settings.json (a round from before the record); reusing it as it is", flush=True)
         return
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = rec.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"overrides": overrides}, indent=1))
-    tmp.replace(rec)
+    from resume.io import atomic_write_json
+
+    atomic_write_json(rec, {"overrides": overrides})
 
 
 def paired(a: dict, b: dict, key: str = "fixed_judge", key_a: str | None = None) -> dict:
